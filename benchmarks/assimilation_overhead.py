@@ -1,0 +1,111 @@
+"""
+Overhead of domain assimilation on one training step, measured in one run on this machine.
+
+    python benchmarks/assimilation_overhead.py [--batch 32] [--size 224] [--repeats 5] [--device cpu]
+
+(a) one AssimilationTrainer-style step (forward, AssimilationLoss with the GLCM term, backward,
+    optimiser step) of the assimilated ResNet18 divided by the same step of the vanilla ResNet18
+    (cross-entropy only, as AssimilationTrainer trains it): target <= 1.2;
+(b) forward latency of T + C alone (no grad), and its share of the vanilla forward.
+Each figure is the median of ``--repeats`` timings after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from monai_assim.losses import AssimilationLoss
+from monai_assim.networks import AssimilationNet
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_seconds(fn, repeats: int, device: torch.device) -> float:
+    fn()  # warm-up
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--texture-features", type=int, default=8, help="hidden channels of T")
+    parser.add_argument("--texture-layers", type=int, default=3, help="3x3 convolutions of T")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    x = torch.rand(args.batch, 1, args.size, args.size, device=device)
+    y = torch.randint(0, 2, (args.batch,), device=device)
+    loss_fn = AssimilationLoss(alpha=0.5).to(device)
+    t_args = {"texture_features": args.texture_features, "texture_layers": args.texture_layers}
+    nets = {
+        v: AssimilationNet("resnet18", 2, variant=v, **t_args).to(device).train() for v in ("assimilated", "vanilla")
+    }
+    with torch.no_grad():  # a T that is not the identity, as after some training
+        for p in nets["assimilated"].texture.residual[-1].parameters():
+            p.normal_(0.0, 0.05)
+    opts = {v: torch.optim.SGD(n.parameters(), lr=1e-3, momentum=0.9) for v, n in nets.items()}
+
+    def step_assimilated():
+        net, opt = nets["assimilated"], opts["assimilated"]
+        opt.zero_grad()
+        logits, rgb = net(x, return_assimilated=True)
+        loss_fn(logits, y, rgb, x).backward()
+        opt.step()
+
+    def step_vanilla():
+        net, opt = nets["vanilla"], opts["vanilla"]
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    def tc_forward():
+        with torch.no_grad():
+            nets["assimilated"].assimilate(x)
+
+    def vanilla_forward():
+        with torch.no_grad():
+            nets["vanilla"](x)
+
+    # interleave the two steps' timings so that load changes on a shared machine hit both alike
+    t_assim, t_vanilla = [], []
+    step_assimilated(), step_vanilla()  # warm-up
+    for _ in range(args.repeats):
+        for fn, out in ((step_assimilated, t_assim), (step_vanilla, t_vanilla)):
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            out.append(time.perf_counter() - start)
+    a, v = statistics.median(t_assim), statistics.median(t_vanilla)
+    tc = _median_seconds(tc_forward, args.repeats, device)
+    fwd = _median_seconds(vanilla_forward, args.repeats, device)
+    n_t = sum(p.numel() for p in nets["assimilated"].texture.parameters())
+    n_c = sum(p.numel() for p in nets["assimilated"].color.parameters())
+    print(f"device {device}, threads {torch.get_num_threads()}, batch {args.batch} x 1 x {args.size} x {args.size}, "
+          f"ResNet18, median of {args.repeats} after 1 warm-up")
+    print(f"training step, assimilated (T+C+GLCM loss): {a * 1000:.0f} ms")
+    print(f"training step, vanilla (CE):                {v * 1000:.0f} ms")
+    print(f"ratio assimilated / vanilla:                {a / v:.3f}  (target <= 1.2)")
+    print(f"forward T+C alone (T {args.texture_features}x{args.texture_layers}: {n_t} + C: {n_c} parameters): {tc * 1000:.1f} ms "
+          f"({tc / fwd:.1%} of the vanilla forward, {fwd * 1000:.0f} ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""
+Overhead of AdversarialRobustnessHandler over the passes its attacks must make, and eps grouping.
+
+Model: ``AssimilationNet(backbone="mobilenet_v2", variant="assimilated", num_classes=2)`` (random
+weights), input (8, 1, 64, 64) on [0, 1], eval mode, CPU. Sweep: the paper's FGSM, BIM, MIFGSM and PGD
+(10 steps each, alpha = 2.5 eps / 10) at eps = 1/255 ... 8/255, i.e. (1 + 10 + 10 + 10) * 8 = 248
+forward+backward passes of the batch.
+
+    ratio = t(handler sweep of one batch) / (248 * t(one forward+backward of the batch))
+
+measured in one run (median of ``--repeats``). The handler's extra work (one clean forward, one
+forward per (attack, eps) to score the adversarial batch, bookkeeping) is inside the numerator.
+Then the same sweep with ``group_eps=8`` (FGSM, BIM and MIFGSM craft all 8 eps values in one pass on
+the batch repeated 8 times; PGD's random start needs a scalar eps in torchattacks and stays per eps).
+
+    python benchmarks/attack_sweep.py [--batch 8] [--size 64] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from ignite.engine import Engine
+
+from monai_assim.attacks import DEFAULT_EPS, PAPER_ATTACKS
+from monai_assim.handlers import AdversarialRobustnessHandler
+from monai_assim.networks import AssimilationNet
+
+STEPS = {"FGSM": 1, "BIM": 10, "MIFGSM": 10, "PGD": 10}
+
+
+def time_fb(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n: int) -> float:
+    """Seconds of one forward+backward (gradient w.r.t. the input, as the attacks take it)."""
+    def once():
+        xi = x.clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(net(xi), y)
+        torch.autograd.grad(loss, xi)
+
+    once()
+    start = time.perf_counter()
+    for _ in range(n):
+        once()
+    return (time.perf_counter() - start) / n
+
+
+def time_sweep(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, group_eps: int) -> tuple[float, dict]:
+    engine = Engine(lambda e, b: None)
+    handler = AdversarialRobustnessHandler(
+        net, attacks=list(PAPER_ATTACKS), eps=DEFAULT_EPS, check_eps=None, group_eps=group_eps, progress=False
+    )
+    handler.attach(engine)
+    start = time.perf_counter()
+    engine.run([(x, y)])
+    return time.perf_counter() - start, dict(engine.state.metrics)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    net = AssimilationNet(backbone="mobilenet_v2", num_classes=2, pretrained=None, variant="assimilated").eval()
+    x = torch.rand(args.batch, 1, args.size, args.size)
+    y = torch.arange(args.batch) % 2
+    n_fb = sum(STEPS[a] for a in PAPER_ATTACKS) * len(DEFAULT_EPS)
+
+    t_fb, t_fb8, plain, grouped = [], [], [], []
+    for _ in range(args.repeats):
+        t_fb.append(time_fb(net, x, y, 10))
+        t_fb8.append(time_fb(net, x.repeat(8, 1, 1, 1), y.repeat(8), 3))
+        t, m_plain = time_sweep(net, x, y, 1)
+        plain.append(t)
+        t, m_grouped = time_sweep(net, x, y, 8)
+        grouped.append(t)
+    t_fb, t_fb8 = statistics.median(t_fb), statistics.median(t_fb8)
+    t_plain, t_grouped = statistics.median(plain), statistics.median(grouped)
+    n_fb_grouped = (STEPS["FGSM"] + STEPS["BIM"] + STEPS["MIFGSM"]) + STEPS["PGD"] * len(DEFAULT_EPS)
+
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch} x 1 x {args.size}^2")
+    print(f"one forward+backward, batch B:        {t_fb * 1e3:8.1f} ms")
+    print(f"one forward+backward, batch 8B:       {t_fb8 * 1e3:8.1f} ms  (8 x batch B: {8 * t_fb * 1e3:.1f} ms)")
+    print(f"passes the sweep must make:           {n_fb} x batch B")
+    print(f"handler sweep, per eps:               {t_plain:8.2f} s   ideal {n_fb * t_fb:.2f} s")
+    print(f"ratio (target <= 1.15):               {t_plain / (n_fb * t_fb):8.3f}")
+    print(f"handler sweep, group_eps=8:           {t_grouped:8.2f} s   "
+          f"ideal {n_fb_grouped - 8 * STEPS['PGD']} x 8B + {8 * STEPS['PGD']} x B = "
+          f"{(n_fb_grouped - 8 * STEPS['PGD']) * t_fb8 + 8 * STEPS['PGD'] * t_fb:.2f} s")
+    print(f"grouped / per-eps wall time:          {t_grouped / t_plain:8.3f}")
+    print(f"grouped / (passes x t(batch B)):      {t_grouped / (n_fb * t_fb):8.3f}")
+    same = all(m_plain[k] == m_grouped[k] for k in m_plain if k != "adv_gradient_masking")
+    print(f"grouped metrics equal per-eps ones:   {same}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""Support code for the MONAI bundles in ``bundles/``: run preparation, run outputs, config generation."""
+
+from .run_files import checkpoint_path, list_images, load_datalist, load_run_summary, run_setting
+from .run_setup import DEMO_NOTICE_FILE, SUMMARY_FILE, RunSetup, default_output_dir, find_dataset
+
+__all__ = [
+    "DEMO_NOTICE_FILE",
+    "SUMMARY_FILE",
+    "RunSetup",
+    "checkpoint_path",
+    "default_output_dir",
+    "find_dataset",
+    "list_images",
+    "load_datalist",
+    "load_run_summary",
+    "run_setting",
+]

@@ -1,0 +1,109 @@
+"""
+Reading what a bundle training run left in its output folder: summary, split lists, checkpoints, and
+the images an inference run classifies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from monai_assim.bundle.run_setup import SUMMARY_FILE
+
+__all__ = ["checkpoint_path", "list_images", "load_datalist", "load_run_summary", "run_setting"]
+
+
+def _no_run(output_dir: Path, what: Path) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"{what} not found: {output_dir} holds no finished training run. Train first, e.g. "
+        "`python -m monai.bundle run --config_file bundles/<modality>/train.json` with the same "
+        "--variant/--backbone/--dataset_dir (or pass --output_dir <run folder>)."
+    )
+
+
+def load_run_summary(output_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``run_summary.json`` a training run wrote to ``output_dir``."""
+    output_dir = Path(output_dir)
+    path = output_dir / SUMMARY_FILE
+    if not path.is_file():
+        raise _no_run(output_dir, path)
+    return json.loads(path.read_text())
+
+
+def run_setting(value: Any, output_dir: str | os.PathLike, key: str) -> Any:
+    """``value``, or, when it is ``"auto"``, the setting ``key`` the training run in ``output_dir`` used."""
+    if isinstance(value, str) and value.lower() == "auto":
+        settings = load_run_summary(output_dir)["settings"]
+        if key not in settings:
+            raise KeyError(f"the run summary in {output_dir} has no setting {key!r}.")
+        return settings[key]
+    return value
+
+
+def load_datalist(output_dir: str | os.PathLike, split: str = "test") -> list[dict]:
+    """The ``split`` list (``{"image", "label"}`` dicts) that the training run in ``output_dir`` recorded."""
+    output_dir = Path(output_dir)
+    path = output_dir / "datalists" / "splits.json"
+    if not path.is_file():
+        raise _no_run(output_dir, path)
+    doc = json.loads(path.read_text())
+    if split not in doc:
+        raise ValueError(f"split {split!r} not in {path}; expected train, validation or test.")
+    return [{"image": d["image"], "label": int(d["label"])} for d in doc[split]]
+
+
+def checkpoint_path(output_dir: str | os.PathLike, checkpoint: str = "best") -> str:
+    """
+    ``<output_dir>/checkpoints/best.pt`` for ``"best"``, ``.../last.pt`` for ``"last"``, otherwise
+    ``checkpoint`` itself as a path; it must exist.
+    """
+    output_dir = Path(output_dir)
+    path = output_dir / "checkpoints" / f"{checkpoint}.pt" if checkpoint in ("best", "last") else Path(checkpoint)
+    if not path.is_file():
+        raise _no_run(output_dir, path) if checkpoint in ("best", "last") else FileNotFoundError(
+            f"checkpoint {path} not found."
+        )
+    return str(path)
+
+
+def list_images(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike], output_dir: str | os.PathLike | None = None
+) -> list[dict]:
+    """
+    The images an inference run classifies, as ``[{"image": path}, ...]`` sorted by path.
+
+    ``inputs`` may be ``"auto"`` (the test split recorded by the training run in ``output_dir``), a
+    folder (searched recursively for PNG/JPEG/DICOM/NIfTI files; segmentation masks named
+    ``*_mask*`` are skipped), one image file, or a list of image files and folders.
+    """
+    from monai_assim.data import IMAGE_SUFFIXES, is_mask
+
+    if isinstance(inputs, (str, os.PathLike)) and str(inputs).lower() == "auto":
+        if output_dir is None:
+            raise ValueError("inputs='auto' needs the output_dir of a training run.")
+        return [{"image": d["image"]} for d in load_datalist(output_dir, "test")]
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if not items:
+        raise ValueError("no inputs given: pass a folder, an image file or a list of them.")
+
+    def is_image(p: Path) -> bool:
+        return p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES) and not is_mask(p)
+
+    found: list[Path] = []
+    for item in items:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if is_image(p))
+            if not files:
+                raise ValueError(f"folder {path} contains no images; expected {' / '.join(IMAGE_SUFFIXES)} files.")
+            found.extend(files)
+        elif path.is_file():
+            if not path.name.lower().endswith(IMAGE_SUFFIXES):
+                raise ValueError(f"{path} is not an image file; expected one of {' / '.join(IMAGE_SUFFIXES)}.")
+            found.append(path)
+        else:
+            raise ValueError(f"input {path} does not exist; expected an image file or a folder of images.")
+    return [{"image": str(p.resolve())} for p in sorted(set(found))]

@@ -1,0 +1,6 @@
+"""Data: public data set layouts, discovery and splits, synthetic demo sets, the loading pipeline."""
+
+from .layouts import IMAGE_SUFFIXES, LAYOUTS, MODALITIES, DatasetLayout, get_layout
+from .splits import SPLITS, build_datalists, check_image, discover_images, is_mask, write_datalists
+from .synthetic import make_synthetic_dataset
+from .transforms import LUMA_WEIGHTS, image_transforms, to_grey_unit

@@ -1,0 +1,319 @@
+"""
+Discovery, validation, class balancing and seeded stratified splitting of the public data sets.
+
+:func:`build_datalists` turns a data set folder in one of the layouts of
+:mod:`monai_assim.data.layouts` into MONAI datalists ``{"train", "validation", "test"}``, each a
+list of ``{"image": path, "label": int}``, following Chen & Luo (PAKDD 2024):
+
+1. every class folder of every source pool is listed (``*_mask*`` files ignored where the layout
+   has masks) and checked: missing folders, missing or empty classes, mask-only folders and files
+   that do not decode raise a ``ValueError`` naming the path, before any training starts;
+2. class folders are merged into the two groups (label 0 negative, label 1 positive);
+3. within each pool the larger group is undersampled, seeded, to the size of the smaller one;
+4. the data set's own test split is the test split where it has one (chest X-ray ``test/``, brain
+   MRI ``Testing/``); validation (and, where there is no own test split, test) is drawn from the
+   training pool, stratified by label and seeded;
+5. optionally each label of each split is capped to ``max_per_class`` images (CPU-sized runs).
+
+The file lists are written to ``output_dir`` (``splits.json`` and one CSV per split).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from monai_assim.data.layouts import IMAGE_SUFFIXES, DatasetLayout, get_layout
+
+__all__ = ["SPLITS", "build_datalists", "check_image", "discover_images", "is_mask", "write_datalists"]
+
+logger = logging.getLogger(__name__)
+
+#: the split names of a datalist, in order.
+SPLITS = ("train", "validation", "test")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _stem(path: Path) -> str:
+    return path.name[: len(path.name) - len(_suffix(path))]
+
+
+def is_mask(path: str | os.PathLike, marker: str | None = "_mask") -> bool:
+    """Whether ``path`` is a segmentation mask by name, i.e. its stem contains ``marker``."""
+    return marker is not None and marker in _stem(Path(path))
+
+
+def check_image(path: str | os.PathLike) -> None:
+    """
+    Check that ``path`` decodes as a 2D image; ``ValueError`` naming the path otherwise.
+
+    PNG/JPEG are decoded by PIL (JPEG in draft mode at 1/8 scale, which still reads the whole
+    compressed stream, so truncated files are caught at a fraction of a full decode). 2D DICOM is
+    read with ITK, NIfTI with nibabel; both must be 2D (a trailing singleton axis is allowed).
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    try:
+        if suffix in (".png", ".jpg", ".jpeg"):
+            from PIL import Image
+
+            with Image.open(path) as img:
+                if img.format == "JPEG":
+                    img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
+                img.load()
+                shape = (img.height, img.width)
+        elif suffix in (".nii", ".nii.gz"):
+            import nibabel as nib
+
+            shape = tuple(np.asanyarray(nib.load(str(path)).dataobj).shape)
+        elif suffix == ".dcm":
+            import itk
+
+            shape = tuple(itk.array_view_from_image(itk.imread(str(path))).shape)
+        else:
+            raise ValueError(f"unsupported file type {suffix!r}")
+    except Exception as e:  # any decoder failure is reported the same way
+        raise ValueError(
+            f"corrupt or unreadable image: {path} ({type(e).__name__}: {e}); "
+            f"expected a decodable 2D {' / '.join(IMAGE_SUFFIXES)} file."
+        ) from e
+    dims = tuple(s for s in shape if s != 1)  # PIL images are 2D by construction
+    if len(dims) == 3 and dims[-1] in (3, 4):  # a colour 2D image stored channel-last
+        dims = dims[:-1]
+    if suffix not in (".png", ".jpg", ".jpeg") and len(dims) != 2:
+        raise ValueError(f"not a 2D image: {path} has shape {shape}; expected a single 2D slice.")
+
+
+def _class_folder(pool_dir: Path, name: str, layout: DatasetLayout) -> Path | None:
+    for candidate in (name, *layout.folder_aliases.get(name, ())):
+        if (pool_dir / candidate).is_dir():
+            return pool_dir / candidate
+    return None
+
+
+def discover_images(
+    dataset_dir: str | os.PathLike, modality: str, check_images: bool = True
+) -> dict[str, dict[str, list[Path]]]:
+    """
+    List and validate the images of a data set in ``modality``'s layout.
+
+    Args:
+        dataset_dir: root folder of the data set.
+        modality: one of :data:`monai_assim.data.layouts.MODALITIES`.
+        check_images: decode every listed file (see :func:`check_image`).
+
+    Returns:
+        source pool (``"train"``, and ``"test"`` where the data set has its own test split) ->
+        class folder name -> sorted absolute image paths (masks excluded).
+
+    Raises:
+        ValueError: naming the path and what was expected, for a missing data set, pool or class
+            folder, a class folder without images, one holding only masks, or a corrupt image.
+    """
+    layout = get_layout(modality)
+    root = Path(dataset_dir).expanduser()
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise ValueError(f"data set folder {root} {what}; expected {layout.expected_layout()}.")
+    root = root.resolve()
+    found: dict[str, dict[str, list[Path]]] = {}
+    for pool, folders in layout.pools.items():
+        classes: dict[str, list[Path]] = {name: [] for name in layout.classes}
+        for folder in folders:
+            pool_dir = root / folder if folder else root
+            if not pool_dir.is_dir():
+                if folder in layout.optional_folders:
+                    continue
+                raise ValueError(
+                    f"missing split folder {pool_dir}; expected {layout.expected_layout()}."
+                )
+            for name in layout.classes:
+                class_dir = _class_folder(pool_dir, name, layout)
+                if class_dir is None:
+                    raise ValueError(
+                        f"missing class folder {pool_dir / name}; expected the class folders "
+                        f"{', '.join(layout.classes)} in {pool_dir} ({layout.expected_layout()})."
+                    )
+                files = sorted(
+                    p for p in class_dir.iterdir()
+                    if p.is_file() and not p.name.startswith(".") and _suffix(p) in IMAGE_SUFFIXES
+                )
+                images = [p for p in files if not is_mask(p, layout.mask_marker)]
+                if not images:
+                    if files:
+                        raise ValueError(
+                            f"class folder {class_dir} holds only segmentation masks "
+                            f"(*{layout.mask_marker}*, {len(files)} files); expected "
+                            f"{layout.suffix} images beside them."
+                        )
+                    raise ValueError(
+                        f"class folder {class_dir} contains no images; expected "
+                        f"{' / '.join(IMAGE_SUFFIXES)} files ({layout.expected_layout()})."
+                    )
+                if check_images:
+                    for p in images:
+                        check_image(p)
+                classes[name].extend(images)
+        found[pool] = classes
+    return found
+
+
+def _rounded(n: int, fraction: float) -> int:
+    """``round(n * fraction)``, at least 1 when ``fraction > 0``."""
+    return 0 if fraction <= 0 else max(1, int(round(n * fraction)))
+
+
+def build_datalists(
+    dataset_dir: str | os.PathLike,
+    modality: str,
+    output_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    max_per_class: int | None = None,
+    balance: bool = True,
+    check_images: bool = True,
+) -> dict[str, list[dict]]:
+    """
+    Discover, validate, balance and split a public data set into MONAI datalists.
+
+    The steps are those of the module docstring. Splits are drawn per label (stratified) from
+    seeded permutations, so the same ``seed`` gives the same split and another seed another one.
+    Test split: chest X-ray uses its own ``test/`` and brain MRI its own ``Testing/``; chest CT
+    (IQ-OTH/NCCD) and breast ultrasound (BUSI) have none, so ``test_fraction`` of the balanced set
+    is held out. Kermany's ``val/`` (16 images), when present, is pooled with ``train/`` and the
+    validation split is carved from that pool.
+
+    Args:
+        dataset_dir: root folder of the data set in ``modality``'s layout.
+        modality: ``"chest_xray"``, ``"brain_mri"``, ``"chest_ct"`` or ``"breast_ultrasound"``.
+        output_dir: where ``splits.json`` and ``train.csv`` / ``validation.csv`` / ``test.csv`` are
+            written; ``None`` writes nothing.
+        seed: seed of the undersampling and of the splits.
+        val_fraction: fraction of the (balanced) training pool held out per label for validation.
+        test_fraction: fraction of the balanced set held out per label for testing, used only
+            where the data set has no own test split.
+        max_per_class: if given, at most this many images per label in each split.
+        balance: undersample the larger group of each pool to the smaller one (the paper does).
+        check_images: decode every discovered image before returning (PIL draft decode, cheap).
+
+    Returns:
+        ``{"train": [...], "validation": [...], "test": [...]}``, each a list of
+        ``{"image": absolute path str, "label": 0 | 1}`` sorted by path.
+
+    Raises:
+        ValueError: bad data (see :func:`discover_images`), bad fractions, or a split that would
+            end up without an image of each label.
+    """
+    layout = get_layout(modality)
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
+    held_out = val_fraction + (0.0 if layout.has_test_split else test_fraction)
+    if held_out >= 1.0:
+        raise ValueError(f"val_fraction + test_fraction must be < 1, got {held_out}.")
+    if max_per_class is not None and (not isinstance(max_per_class, int) or max_per_class < 1):
+        raise ValueError(f"max_per_class must be a positive int or None, got {max_per_class!r}.")
+
+    found = discover_images(dataset_dir, modality, check_images=check_images)
+    rng = np.random.default_rng(seed)
+    records: dict[str, dict[int, list[tuple[Path, str]]]] = {s: {0: [], 1: []} for s in SPLITS}
+    for pool in sorted(found):  # fixed order keeps the random stream reproducible
+        groups: dict[int, list[tuple[Path, str]]] = {0: [], 1: []}
+        for name, paths in found[pool].items():
+            groups[layout.classes[name]].extend((p, name) for p in paths)
+        n_keep = min(len(g) for g in groups.values()) if balance else None
+        for label in (0, 1):
+            group = groups[label]
+            order = rng.permutation(len(group))  # shuffled; undersampling keeps the first n_keep
+            group = [group[i] for i in order[:n_keep]]
+            if pool == "test":
+                records["test"][label].extend(group)
+                continue
+            n_test = 0 if layout.has_test_split else _rounded(len(group), test_fraction)
+            n_val = _rounded(len(group), val_fraction)
+            records["test"][label].extend(group[:n_test])
+            records["validation"][label].extend(group[n_test : n_test + n_val])
+            records["train"][label].extend(group[n_test + n_val :])
+
+    datalists: dict[str, list[dict]] = {}
+    table: dict[str, list[tuple[Path, int, str]]] = {}
+    for split in SPLITS:
+        rows = []
+        for label in (0, 1):
+            chosen = records[split][label][:max_per_class]
+            if not chosen and (split != "validation" or val_fraction > 0):
+                raise ValueError(
+                    f"split {split!r} of {dataset_dir} has no image of label {label} "
+                    f"({layout.class_names[label]}); expected enough images per class for "
+                    f"val_fraction={val_fraction}, test_fraction={test_fraction}."
+                )
+            rows.extend((p, label, name) for p, name in chosen)
+        rows.sort(key=lambda r: str(r[0]))
+        table[split] = rows
+        datalists[split] = [{"image": str(p), "label": int(label)} for p, label, _ in rows]
+
+    if output_dir is not None:
+        info = {
+            "modality": modality,
+            "dataset_dir": str(Path(dataset_dir).expanduser().resolve()),
+            "seed": int(seed),
+            "val_fraction": float(val_fraction),
+            "test_fraction": float(test_fraction) if not layout.has_test_split else None,
+            "own_test_split": layout.has_test_split,
+            "max_per_class": max_per_class,
+            "balance": bool(balance),
+            "class_names": list(layout.class_names),
+            "class_groups": {name: label for name, label in layout.classes.items()},
+        }
+        write_datalists(table, output_dir, info)
+    for split in SPLITS:
+        counts = [sum(d["label"] == k for d in datalists[split]) for k in (0, 1)]
+        logger.info(f"{modality} {split}: {counts[0]} {layout.class_names[0]}, {counts[1]} {layout.class_names[1]}")
+    return datalists
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_datalists(
+    table: Mapping[str, Sequence[tuple[Path | str, int, str]]], output_dir: str | os.PathLike, info: Mapping
+) -> Path:
+    """
+    Write the split file lists to ``output_dir``: ``splits.json`` (``info``, per-split counts and
+    the datalists) and ``<split>.csv`` with columns ``image,label,source_class``. Files are
+    replaced atomically. Returns the path of ``splits.json``.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = dict(info)
+    doc["counts"] = {s: {str(k): sum(r[1] == k for r in table[s]) for k in (0, 1)} for s in table}
+    for split, rows in table.items():
+        doc[split] = [{"image": str(p), "label": int(k), "source_class": c} for p, k, c in rows]
+        lines = [["image", "label", "source_class"]] + [[str(p), str(int(k)), c] for p, k, c in rows]
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(lines)
+        _atomic_write(out / f"{split}.csv", buf.getvalue())
+    _atomic_write(out / "splits.json", json.dumps(doc, indent=1) + "\n")
+    return out / "splits.json"
+

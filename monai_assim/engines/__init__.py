@@ -1,0 +1,9 @@
+"""Ignite/MONAI engines for domain assimilation."""
+
+from monai_assim.engines.assimilation_trainer import (
+    AssimilationKeys,
+    AssimilationTrainer,
+    assimilation_output_transform,
+)
+
+__all__ = ["AssimilationTrainer", "AssimilationKeys", "assimilation_output_transform"]

@@ -1,0 +1,178 @@
+"""AssimilationTrainer: MONAI's SupervisedTrainer with the domain-assimilation loss and its terms."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.engines.workflow import Workflow
+from monai.utils.enums import CommonKeys as Keys
+from monai.utils.enums import StrEnum
+from torch import nn
+
+from monai_assim.losses.assimilation_loss import AssimilationLoss
+from monai_assim.networks.assimilation_net import AssimilationNet
+
+__all__ = ["AssimilationTrainer", "AssimilationKeys", "assimilation_output_transform"]
+
+
+class AssimilationKeys(StrEnum):
+    """Keys of the two loss terms that :class:`AssimilationTrainer` adds to ``engine.state.output``."""
+
+    LOSS_CE = "loss_ce"
+    LOSS_GLCM = "loss_glcm"
+
+
+#: the three logged scalars, in the order total, CE term, GLCM term
+LOSS_KEYS = (Keys.LOSS, AssimilationKeys.LOSS_CE, AssimilationKeys.LOSS_GLCM)
+
+
+def assimilation_output_transform(output: Any) -> dict[str, float]:
+    """
+    ``output_transform`` for ``StatsHandler`` / ``TensorBoardStatsHandler``: ``{"loss", "loss_ce",
+    "loss_glcm"}`` as Python floats, from ``engine.state.output`` whether it was decollated (a list of
+    per-item dicts, the scalars replicated, as ``decollate=True`` leaves it) or not (one dict).
+    """
+    first = output[0] if isinstance(output, Sequence) and not isinstance(output, (str, Mapping)) else output
+    if not isinstance(first, Mapping):
+        raise TypeError(f"expected the trainer output dict (or a list of them), got {type(output).__name__}.")
+    return {
+        str(k): float(first[k].detach()) if isinstance(first[k], torch.Tensor) else float(first[k])
+        for k in LOSS_KEYS
+        if k in first
+    }
+
+
+def _unwrap(network: nn.Module) -> nn.Module:
+    """The user's module inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            network = network.module
+        elif hasattr(network, "_orig_mod"):
+            network = network._orig_mod
+        else:
+            return network
+
+
+def _plain(x: Any) -> Any:
+    """A MetaTensor as a plain tensor (faster maths, and torch.compile friendly); anything else unchanged."""
+    return x.as_tensor() if hasattr(x, "as_tensor") else x
+
+
+class AssimilationTrainer(SupervisedTrainer):
+    r"""
+    ``SupervisedTrainer`` for domain assimilation. It takes the same constructor arguments and keeps its
+    behaviour (``prepare_batch``, ``inferer``, gradient accumulation, ``optim_set_to_none``, the
+    ``IterationEvents`` FORWARD_COMPLETED, LOSS_COMPLETED, BACKWARD_COMPLETED, MODEL_COMPLETED, decollate,
+    postprocessing, metrics, handlers); only the iteration differs:
+
+    - with an assimilated :class:`~monai_assim.networks.AssimilationNet` (also inside DDP or
+      ``torch.compile``) and an :class:`~monai_assim.losses.AssimilationLoss`, the network is called as
+      ``network(x, return_assimilated=True)`` and the loss is
+      :math:`\alpha \, \mathrm{CE}(\mathrm{logits}, y) + (1 - \alpha)\, \mathrm{GLCM}(C(T(x)), x)`;
+    - with a vanilla AssimilationNet, or any other network, and an AssimilationLoss, the loss is the
+      loss's own cross-entropy term alone (plain transfer learning, no GLCM term);
+    - with any other loss function ``loss_function(pred, label)``, that loss.
+
+    ``engine.state.output`` holds ``image``, ``label``, ``pred`` (logits), ``loss`` (the optimised total),
+    ``loss_ce`` and ``loss_glcm`` (detached terms; ``loss_glcm`` is 0 when the GLCM term is not part of
+    the objective, and ``loss_ce`` is the loss itself for a plain loss function). Log them with
+    ``StatsHandler(output_transform=assimilation_output_transform)`` or the same transform in
+    ``TensorBoardStatsHandler``.
+
+    Mixed precision (``amp=True``) is device-agnostic: the forward pass runs under
+    ``torch.autocast(device_type of the batch, **amp_kwargs)`` (float16 on CUDA, with a
+    ``torch.amp.GradScaler``; bfloat16 on CPU, no scaler); the loss is computed in float32 outside
+    autocast, because the soft GLCM histograms lose too much precision in half precision.
+    """
+
+    def run(self) -> None:  # type: ignore[override]
+        """Train; unlike ``Trainer.run`` the gradient scaler is created only for CUDA devices."""
+        device = self.state.device if self.state.device is not None else torch.device("cpu")
+        use_scaler = self.amp and torch.device(device).type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        Workflow.run(self)
+
+    @staticmethod
+    def _accumulation(engine: AssimilationTrainer) -> tuple[bool, bool]:
+        """(zero the gradients before this iteration, step the optimiser after it), as SupervisedTrainer."""
+        acc = engine.accumulation_steps
+        if acc <= 1:
+            return True, True
+        epoch_length = engine.state.epoch_length
+        i = (engine.state.iteration - 1) % epoch_length if epoch_length is not None else engine.state.iteration - 1
+        last_of_epoch = epoch_length is not None and i + 1 == epoch_length
+        return i % acc == 0, (i + 1) % acc == 0 or last_of_epoch
+
+    def _iteration(self, engine: AssimilationTrainer, batchdata: dict[str, torch.Tensor]) -> dict:
+        """
+        One training iteration; returns (and stores in ``engine.state.output``) the dict
+        ``{"image", "label", "pred", "loss", "loss_ce", "loss_glcm"}``.
+
+        Raises:
+            ValueError: when ``batchdata`` is None.
+        """
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        if len(batch) == 2:
+            inputs, targets = batch
+            args: tuple = ()
+            kwargs: dict = {}
+        else:
+            inputs, targets, args, kwargs = batch
+        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+        x, y = _plain(inputs), _plain(targets)
+
+        loss_fn = engine.loss_function
+        net = _unwrap(engine.network)
+        assimilation_loss = isinstance(loss_fn, AssimilationLoss)
+        with_glcm = assimilation_loss and isinstance(net, AssimilationNet) and net.variant == "assimilated"
+
+        should_zero_grad, should_step = self._accumulation(engine)
+        engine.network.train()
+        if should_zero_grad:
+            engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+
+        with torch.autocast(x.device.type, enabled=engine.amp, **engine.amp_kwargs):
+            if with_glcm:
+                logits, rgb = engine.inferer(x, engine.network, *args, return_assimilated=True, **kwargs)
+            else:
+                logits = engine.inferer(x, engine.network, *args, **kwargs)
+        engine.state.output[Keys.PRED] = logits
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+
+        logits = logits.float()
+        if with_glcm:
+            loss = loss_fn(logits, y, rgb.float(), x).mean()
+            loss_ce, loss_glcm = loss_fn.last_terms["ce"], loss_fn.last_terms["glcm"]
+        elif assimilation_loss:
+            # the loss's own cross-entropy (same label conventions and reduction), no GLCM term
+            loss = loss_fn._cross_entropy(logits, y).mean()
+            loss_ce, loss_glcm = loss.detach(), torch.zeros_like(loss.detach())
+        else:
+            loss = loss_fn(logits, y).mean()
+            loss_ce, loss_glcm = loss.detach(), torch.zeros_like(loss.detach())
+        engine.state.output[Keys.LOSS] = loss
+        engine.state.output[AssimilationKeys.LOSS_CE] = loss_ce.detach()
+        engine.state.output[AssimilationKeys.LOSS_GLCM] = loss_glcm.detach()
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+
+        acc = engine.accumulation_steps
+        scaled = loss / acc if acc > 1 else loss
+        if engine.scaler is not None:
+            engine.scaler.scale(scaled).backward()
+        else:
+            scaled.backward()
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        if should_step:
+            if engine.scaler is not None:
+                engine.scaler.step(engine.optimizer)
+                engine.scaler.update()
+            else:
+                engine.optimizer.step()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

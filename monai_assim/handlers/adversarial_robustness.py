@@ -1,0 +1,479 @@
+"""Adversarial robustness evaluation of a classifier as an Ignite handler (torchattacks)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+from monai.data import MetaTensor
+from monai.utils import CommonKeys, IgniteInfo, min_version, optional_import
+
+from monai_assim.attacks import (
+    DEFAULT_EPS,
+    PAPER_ATTACKS,
+    build_attack,
+    build_eps_grouped_attack,
+    check_num_classes,
+    check_eps as validate_eps,
+    is_eps_groupable,
+    parse_attacks,
+    run_attack,
+)
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
+tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+
+__all__ = ["AdversarialRobustnessHandler", "DEFAULT_ATTACKS", "RESULT_COLUMNS", "eps_tag", "robustness_metric_names"]
+
+DEFAULT_ATTACKS: dict[str, dict[str, Any]] = {**{a: {} for a in PAPER_ATTACKS}, "Square": {"n_queries": 1000}}
+"""The paper's four white-box attacks plus black-box Square (1000 queries) for the masking check."""
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "attack",
+    "eps",
+    "eps_255",
+    "role",
+    "n",
+    "n_clean_correct",
+    "n_correct",
+    "accuracy",
+    "n_success",
+    "success_rate",
+    "seconds",
+    "variant",
+    "seed",
+    "epoch",
+)
+"""Columns of the CSV file, and keys of each JSON row, one row per (attack, eps)."""
+
+
+def eps_tag(eps: float) -> str:
+    """``eps`` in units of 1/255, as used in metric names: 8/255 -> ``"8"``, 0.5/255 -> ``"0.5"``."""
+    return f"{round(eps * 255, 4):g}"
+
+
+def robustness_metric_names(
+    attacks: Sequence[str] | Mapping[str, Any] = tuple(DEFAULT_ATTACKS),
+    eps: Sequence[float] = DEFAULT_EPS,
+    prefix: str = "adv_",
+    check_eps: float | None = 64 / 255,
+) -> list[str]:
+    """
+    The names :class:`AdversarialRobustnessHandler` writes to ``engine.state.metrics``, in order::
+
+        {prefix}clean_acc
+        {prefix}{attack}_eps{k}_acc, {prefix}{attack}_eps{k}_asr   for each attack, then each eps
+        {prefix}check_PGD_eps{k}_acc                                 when check_eps is set
+        {prefix}gradient_masking                                     1.0 when a check failed, else 0.0
+
+    with ``k = eps * 255`` (:func:`eps_tag`) and the canonical attack names.
+    """
+    names = [f"{prefix}clean_acc"]
+    for a in parse_attacks(attacks if isinstance(attacks, Mapping) else list(attacks)):
+        for e in eps:
+            names += [f"{prefix}{a}_eps{eps_tag(e)}_acc", f"{prefix}{a}_eps{eps_tag(e)}_asr"]
+    if check_eps is not None:
+        names.append(f"{prefix}check_PGD_eps{eps_tag(check_eps)}_acc")
+    names.append(f"{prefix}gradient_masking")
+    return names
+
+
+@contextmanager
+def _attack_mode(network: torch.nn.Module):
+    """Eval mode and gradients on; afterwards every submodule's ``training`` flag is restored as it was."""
+    flags = [(m, m.training) for m in network.modules()]
+    network.eval()
+    try:
+        with torch.enable_grad():
+            yield network
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+class AdversarialRobustnessHandler:
+    """
+    Ignite handler measuring how a classifier's accuracy falls under L-inf attacks of growing eps.
+
+    For every batch, every attack and every eps it crafts adversarial images with torchattacks through
+    the WHOLE network in [0, 1] pixel space (the network holds its own input normalisation), and counts
+    correct predictions. At the end of the epoch it writes, for ``k = eps * 255``:
+
+    - ``engine.state.metrics``: the names listed by :func:`robustness_metric_names`
+      (``adv_clean_acc``, ``adv_{attack}_eps{k}_acc``, ``adv_{attack}_eps{k}_asr``,
+      ``adv_check_PGD_eps64_acc``, ``adv_gradient_masking``), so ``StatsHandler``,
+      ``TensorBoardStatsHandler`` and ``MetricsSaver`` attached AFTER this handler pick them up;
+    - ``<output_dir>/<file_prefix>.csv`` and ``.json``: one row per (attack, eps), columns
+      :data:`RESULT_COLUMNS`; the JSON also holds the honesty report;
+    - a report (logged, in ``self.report`` and in the JSON) with the honesty checks: PGD at
+      ``check_eps`` must drive accuracy to at most ``masking_tolerance``, and black-box Square must not
+      beat every white-box attack at the same eps by more than ``square_margin``; otherwise the report
+      says "possible gradient masking".
+
+    Accuracy is over all samples of the adversarial batch; the attack success rate is the fraction of
+    clean-correct samples whose adversarial prediction is wrong. The network is put in eval mode with
+    gradients enabled for the attacks (the evaluator runs under ``no_grad`` and may be called from a
+    trainer in train mode); the ``training`` flag of every submodule is restored afterwards, so
+    BatchNorm running statistics are never updated. Seeding: batch ``i`` of the epoch (0-based) on rank
+    ``r`` of ``W`` processes uses ``seed + i * W + r`` for every attack and eps, applied by
+    :func:`monai_assim.attacks.run_attack`; the caller's random state is left unchanged.
+
+    Args:
+        network: the classifier, ``(B, C, H, W)`` on [0, 1] -> logits. Default: ``engine.network`` (MONAI
+            workflows). DataParallel / DistributedDataParallel wrappers are unwrapped for the attacks.
+        attacks: attack names, ``(name, kwargs)`` pairs or a mapping name -> kwargs (see
+            :mod:`monai_assim.attacks`). Default :data:`DEFAULT_ATTACKS`.
+        eps: the eps grid, each in [0, 1]. Default: the paper's 1/255 ... 8/255.
+        seed: base seed of the seeding rule above.
+        output_dir: folder for the CSV/JSON result files; None writes no files.
+        file_prefix: result file name without extension.
+        variant: model variant written to the results; default ``network.variant`` or ``"unknown"``.
+        metric_prefix: prefix of the metric names.
+        check_eps: eps of the PGD gradient-masking check (default 64/255); None skips it.
+        masking_tolerance: highest accuracy accepted from PGD at ``check_eps``.
+        square_margin: how much lower Square's accuracy may be than the best white-box one.
+        group_eps: how many eps values of an attack are crafted in one batched pass (the batch repeated
+            per eps with per-sample eps). Only for attacks whose torchattacks code takes a per-sample eps
+            (FGSM, BIM, MIFGSM; PGD without random start); others always run per eps. 1 disables it.
+        batch_getter: ``engine -> (images, labels)``. Default: ``image_key``/``label_key`` from
+            ``engine.state.output`` (MONAI evaluators, batched or decollated), else from
+            ``engine.state.batch`` (a dict, or a sequence ``(images, labels, ...)``).
+        image_key: key of the images. label_key: key of the labels.
+        progress: show a tqdm bar over batches x attacks (rank 0 only).
+        save_rank: the rank that writes files under DDP.
+
+    Labels may be ``(B,)`` class indices, ``(B, 1)`` or one-hot / scores ``(B, num_classes)``.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module | None = None,
+        attacks: str | Sequence | Mapping[str, Mapping[str, Any]] | None = None,
+        eps: Sequence[float] = DEFAULT_EPS,
+        seed: int = 0,
+        output_dir: str | os.PathLike | None = None,
+        file_prefix: str = "robustness",
+        variant: str | None = None,
+        metric_prefix: str = "adv_",
+        check_eps: float | None = 64 / 255,
+        masking_tolerance: float = 0.1,
+        square_margin: float = 0.02,
+        group_eps: int = 1,
+        batch_getter: Callable[[Engine], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        image_key: str = CommonKeys.IMAGE,
+        label_key: str = CommonKeys.LABEL,
+        progress: bool = True,
+        save_rank: int = 0,
+    ) -> None:
+        self.attacks = parse_attacks(DEFAULT_ATTACKS if attacks is None else attacks)
+        if isinstance(eps, (int, float)):
+            eps = [eps]
+        self.eps = [validate_eps(e) for e in eps]
+        if not self.eps or len(set(self.eps)) != len(self.eps):
+            raise ValueError(f"eps must be a non-empty grid without repeats, got {list(eps)}.")
+        self.check_eps = None if check_eps is None else validate_eps(check_eps)
+        if int(group_eps) < 1:
+            raise ValueError(f"group_eps must be >= 1, got {group_eps}.")
+        self.network = network
+        self.seed = int(seed)
+        self.output_dir = output_dir
+        self.file_prefix = file_prefix
+        self.variant = variant
+        self.metric_prefix = metric_prefix
+        self.masking_tolerance = float(masking_tolerance)
+        self.square_margin = float(square_margin)
+        self.group_eps = int(group_eps)
+        self.batch_getter = batch_getter
+        self.image_key = image_key
+        self.label_key = label_key
+        self.progress = progress
+        self.save_rank = save_rank
+        self.logger = logging.getLogger(__name__)
+        self.rows: list[dict[str, Any]] = []
+        self.report: list[str] = []
+        self._reset()
+
+    # ------------------------------------------------------------------ ignite plumbing
+    def attach(self, engine: Engine) -> None:
+        """Register on ``EPOCH_STARTED`` (reset), ``ITERATION_COMPLETED`` (attack) and ``EPOCH_COMPLETED``."""
+        # MONAI workflows attach handlers before they set `engine.network`: check it when it exists
+        network = self.network if self.network is not None else getattr(engine, "network", None)
+        if getattr(network, "num_classes", None) is not None:
+            self._check_classes(int(network.num_classes))
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+
+    def _network(self, engine: Engine) -> torch.nn.Module:
+        net = self.network if self.network is not None else getattr(engine, "network", None)
+        if not isinstance(net, torch.nn.Module):
+            raise ValueError("pass network=... : the engine has no `network` attribute to attack.")
+        if isinstance(net, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+            net = net.module
+        return net
+
+    def _check_classes(self, num_classes: int) -> None:
+        for name, kwargs in self.attacks.items():
+            check_num_classes(name, kwargs, num_classes)
+
+    def _plan(self) -> list[tuple[str, str, dict[str, Any], list[tuple[float, ...]]]]:
+        """(role, attack, kwargs, eps groups) in the order they run on each batch."""
+        plan = []
+        for name, kwargs in self.attacks.items():
+            size = self.group_eps if is_eps_groupable(name, kwargs) else 1
+            groups = [tuple(self.eps[i : i + size]) for i in range(0, len(self.eps), size)]
+            plan.append(("attack", name, kwargs, groups))
+        if self.check_eps is not None:
+            # the masking check: the configured PGD settings, always with random start
+            plan.append(("check", "PGD", {**self.attacks.get("PGD", {}), "random_start": True}, [(self.check_eps,)]))
+        return plan
+
+    def _keys(self) -> list[tuple[str, str, float]]:
+        return [(role, name, e) for role, name, _, groups in self._plan() for group in groups for e in group]
+
+    def _reset(self) -> None:
+        self._batch_index = 0
+        self._n = 0
+        self._clean_correct = 0
+        self._clean_seconds = 0.0
+        self._counts = {k: [0, 0] for k in self._keys()}  # key -> [n_correct, n_success]
+        self._seconds = {k: 0.0 for k in self._keys()}
+        self._num_classes: int | None = None
+        self._pbar = None
+
+    def _epoch_started(self, engine: Engine) -> None:
+        self._reset()
+        if self.progress and has_tqdm and idist.get_rank() == 0:
+            length = engine.state.epoch_length
+            n_attacks = len(self.attacks) + (self.check_eps is not None)
+            total = None if length is None else length * n_attacks
+            self._pbar = tqdm(total=total, desc="adversarial robustness (batches x attacks)", leave=False)
+
+    # ------------------------------------------------------------------ batch data
+    def _get_batch(self, engine: Engine) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.batch_getter is not None:
+            return self.batch_getter(engine)
+        for data in (engine.state.output, engine.state.batch):
+            if isinstance(data, Mapping) and self.image_key in data and self.label_key in data:
+                return data[self.image_key], data[self.label_key]
+            if (
+                isinstance(data, Sequence)
+                and data
+                and all(isinstance(d, Mapping) and self.image_key in d and self.label_key in d for d in data)
+            ):
+                images = torch.stack([torch.as_tensor(d[self.image_key]) for d in data])
+                labels = torch.stack([torch.as_tensor(d[self.label_key]) for d in data])
+                return images, labels
+        batch = engine.state.batch
+        if isinstance(batch, Sequence) and len(batch) >= 2 and all(isinstance(b, torch.Tensor) for b in batch[:2]):
+            return batch[0], batch[1]
+        raise ValueError(
+            f"cannot find images and labels: expected keys {self.image_key!r}/{self.label_key!r} in "
+            "engine.state.output or engine.state.batch, or a batch (images, labels, ...); pass batch_getter."
+        )
+
+    @staticmethod
+    def _as_labels(labels: Any, batch_size: int, num_classes: int, device: torch.device) -> torch.Tensor:
+        labels = labels.as_tensor() if isinstance(labels, MetaTensor) else torch.as_tensor(labels)
+        labels = labels.detach().to(device)
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        elif labels.ndim == 2 and labels.shape[1] == num_classes and num_classes > 1:
+            labels = labels.argmax(dim=1)
+        if labels.ndim != 1 or labels.shape[0] != batch_size:
+            raise ValueError(
+                f"labels must be (B,), (B, 1) or one-hot (B, {num_classes}) for B={batch_size}, "
+                f"got shape {tuple(labels.shape)}."
+            )
+        if labels.is_floating_point():
+            if not torch.equal(labels, labels.round()):
+                raise ValueError("class-index labels must be whole numbers.")
+        labels = labels.long()
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"labels must lie in [0, {num_classes - 1}], got {labels.min()}..{labels.max()}.")
+        return labels
+
+    # ------------------------------------------------------------------ per batch
+    def __call__(self, engine: Engine) -> None:
+        """Attack the current batch with every attack and eps and accumulate the counts."""
+        network = self._network(engine)
+        images, labels = self._get_batch(engine)
+        device = next(network.parameters()).device
+        images = images.as_tensor() if isinstance(images, MetaTensor) else torch.as_tensor(images)
+        images = images.detach().to(device=device, dtype=torch.float32)
+        if images.ndim < 3:
+            raise ValueError(f"images must be batched (B, C, ...), got shape {tuple(images.shape)}.")
+        if images.numel() and (images.min() < 0 or images.max() > 1):
+            raise ValueError(
+                f"images must be on [0, 1] (attacks clamp to [0, 1]), got range "
+                f"[{images.min().item():.4g}, {images.max().item():.4g}]."
+            )
+        rank, world = idist.get_rank(), idist.get_world_size()
+        seed = self.seed + self._batch_index * world + rank
+        self._batch_index += 1
+        batch_size = images.shape[0]
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+        with _attack_mode(network):
+            start = time.perf_counter()
+            with torch.no_grad():
+                logits = network(images)
+            sync()
+            self._clean_seconds += time.perf_counter() - start
+            num_classes = int(logits.shape[1])
+            if self._num_classes is None:
+                self._check_classes(num_classes)
+                self._num_classes = num_classes
+            labels = self._as_labels(labels, batch_size, num_classes, device)
+            clean_correct = logits.argmax(dim=1) == labels
+            self._n += batch_size
+            self._clean_correct += int(clean_correct.sum())
+
+            for role, name, kwargs, groups in self._plan():
+                for group in groups:
+                    start = time.perf_counter()
+                    if len(group) > 1:
+                        attack = build_eps_grouped_attack(name, network, group, batch_size, num_classes, **kwargs)
+                        reps = (len(group),) + (1,) * (images.ndim - 1)
+                        adv = run_attack(attack, images.repeat(*reps), labels.repeat(len(group)), seed)
+                    else:
+                        attack = build_attack(name, network, group[0], num_classes, **kwargs)
+                        adv = run_attack(attack, images, labels, seed)
+                    with torch.no_grad():
+                        pred = network(adv).argmax(dim=1)
+                    sync()
+                    seconds = (time.perf_counter() - start) / len(group)
+                    for g, e in enumerate(group):
+                        correct = pred[g * batch_size : (g + 1) * batch_size] == labels
+                        counts = self._counts[(role, name, e)]
+                        counts[0] += int(correct.sum())
+                        counts[1] += int((clean_correct & ~correct).sum())
+                        self._seconds[(role, name, e)] += seconds
+                if self._pbar is not None:
+                    self._pbar.update(1)
+
+    # ------------------------------------------------------------------ epoch end
+    def _epoch_completed(self, engine: Engine) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        keys = self._keys()
+        counts = [self._n, self._clean_correct] + [c for k in keys for c in self._counts[k]]
+        counts = idist.all_reduce(torch.tensor(counts, dtype=torch.float64)).tolist()
+        seconds = [self._clean_seconds] + [self._seconds[k] for k in keys]
+        seconds = idist.all_reduce(torch.tensor(seconds, dtype=torch.float64), op="MAX").tolist()
+        n, clean_correct = int(counts[0]), int(counts[1])
+        variant = self.variant or getattr(self._network(engine), "variant", None) or "unknown"
+        epoch = int(engine.state.epoch)
+
+        def ratio(a: int, b: int) -> float:
+            return a / b if b > 0 else float("nan")
+
+        rows = [
+            dict(
+                attack="clean", eps=0.0, eps_255=0.0, role="clean", n=n, n_clean_correct=clean_correct,
+                n_correct=clean_correct, accuracy=ratio(clean_correct, n), n_success=0,
+                success_rate=ratio(0, clean_correct), seconds=seconds[0], variant=variant, seed=self.seed,
+                epoch=epoch,
+            )
+        ]
+        for i, (role, name, e) in enumerate(keys):
+            n_correct, n_success = int(counts[2 + 2 * i]), int(counts[3 + 2 * i])
+            rows.append(
+                dict(
+                    attack=name, eps=e, eps_255=round(e * 255, 4), role=role, n=n, n_clean_correct=clean_correct,
+                    n_correct=n_correct, accuracy=ratio(n_correct, n), n_success=n_success,
+                    success_rate=ratio(n_success, clean_correct), seconds=seconds[1 + i], variant=variant,
+                    seed=self.seed, epoch=epoch,
+                )
+            )
+        self.rows = rows
+        self.report, masking = self._honesty_report(rows)
+
+        p = self.metric_prefix
+        metrics = engine.state.metrics
+        metrics[f"{p}clean_acc"] = rows[0]["accuracy"]
+        for r in rows[1:]:
+            if r["role"] == "attack":
+                metrics[f"{p}{r['attack']}_eps{eps_tag(r['eps'])}_acc"] = r["accuracy"]
+                metrics[f"{p}{r['attack']}_eps{eps_tag(r['eps'])}_asr"] = r["success_rate"]
+            else:
+                metrics[f"{p}check_PGD_eps{eps_tag(r['eps'])}_acc"] = r["accuracy"]
+        metrics[f"{p}gradient_masking"] = 1.0 if masking else 0.0
+        for line in self.report:
+            (self.logger.warning if "possible gradient masking" in line else self.logger.info)(line)
+        if self.output_dir is not None and idist.get_rank() == self.save_rank:
+            self._write(rows)
+
+    def _honesty_report(self, rows: list[dict[str, Any]]) -> tuple[list[str], bool]:
+        report: list[str] = []
+        masking = False
+        n = rows[0]["n"]
+        report.append(f"clean accuracy {rows[0]['accuracy']:.4f} on n={n} ({rows[0]['variant']}, seed {self.seed})")
+        check = [r for r in rows if r["role"] == "check"]
+        if check:
+            r = check[0]
+            if not r["accuracy"] <= self.masking_tolerance:
+                masking = True
+                report.append(
+                    f"possible gradient masking: PGD at eps={eps_tag(r['eps'])}/255 leaves accuracy "
+                    f"{r['accuracy']:.4f} > {self.masking_tolerance}; a working white-box attack at this "
+                    "budget should drive it near 0."
+                )
+            else:
+                report.append(f"check passed: PGD at eps={eps_tag(r['eps'])}/255 drives accuracy to {r['accuracy']:.4f}.")
+        else:
+            report.append("PGD large-eps check not run (check_eps=None).")
+        grid = [r for r in rows if r["role"] == "attack"]
+        square = {r["eps"]: r for r in grid if r["attack"] == "Square"}
+        white = [r for r in grid if r["attack"] != "Square"]
+        if not square:
+            report.append("Square (black-box) not run: the black-box comparison is unavailable.")
+        for e in self.eps:
+            at_e = [r for r in white if r["eps"] == e]
+            line = f"eps {eps_tag(e)}/255: " + ", ".join(f"{r['attack']} {r['accuracy']:.4f}" for r in at_e)
+            if e in square:
+                line += f" | Square (black-box) {square[e]['accuracy']:.4f}"
+            report.append(line)
+            if e in square and at_e:
+                best = min(at_e, key=lambda r: r["accuracy"])
+                if square[e]["accuracy"] < best["accuracy"] - self.square_margin:
+                    masking = True
+                    report.append(
+                        f"possible gradient masking: black-box Square (accuracy {square[e]['accuracy']:.4f}) is "
+                        f"stronger than the best white-box attack {best['attack']} ({best['accuracy']:.4f}) "
+                        f"at eps={eps_tag(e)}/255."
+                    )
+        return report, masking
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        os.makedirs(self.output_dir, exist_ok=True)
+        base = os.path.join(os.fspath(self.output_dir), self.file_prefix)
+        with open(base + ".csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
+        payload = {
+            "variant": rows[0]["variant"],
+            "seed": self.seed,
+            "epoch": rows[0]["epoch"],
+            "attacks": self.attacks,
+            "report": self.report,
+            "rows": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows],
+        }
+        with open(base + ".json", "w") as f:
+            json.dump(payload, f, indent=2)

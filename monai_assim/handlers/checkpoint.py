@@ -1,0 +1,191 @@
+"""Atomic checkpoint saving for bundles: a ``last`` checkpoint every epoch and a ``best`` by a metric."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from monai.utils import IgniteInfo, min_version, optional_import
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+
+__all__ = ["AtomicCheckpointSaver", "atomic_torch_save"]
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """
+    ``torch.save(obj, path)`` such that ``path`` is never seen half-written: the bytes go to a
+    temporary file in the same folder, are flushed and ``fsync``-ed, and the temporary file is then
+    renamed onto ``path`` with ``os.replace`` (atomic on POSIX and Windows within one file system).
+    A reader, or a process killed at any moment, sees either the previous complete file or the new
+    complete file. The file gets the usual ``0o666 & ~umask`` permissions (``mkstemp`` would leave
+    ``0o600``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, (stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH) & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+def _state_dict(obj: Any) -> Any:
+    """``obj.state_dict()``, unwrapping DataParallel / DistributedDataParallel as ignite's Checkpoint does."""
+    if isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        obj = obj.module
+    return obj.state_dict()
+
+
+def _rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class AtomicCheckpointSaver:
+    """
+    Save the ``state_dict`` of the objects in ``save_dict`` to ``save_dir/filename``, atomically
+    (:func:`atomic_torch_save`), in one of two modes:
+
+    - ``key_metric_name=None`` ("last"): every ``save_interval`` epochs of the attached engine (the
+      trainer), overwriting the same file, so that a killed run can resume from its latest epoch with
+      MONAI's ``CheckpointLoader``;
+    - ``key_metric_name="val_acc"`` ("best"): attached to an evaluator, whenever
+      ``engine.state.metrics[key_metric_name]`` improves on the best value seen so far (strictly, or
+      ``>=`` with ``key_metric_greater_or_equal``).
+
+    The file is a dict ``{name: state_dict}`` (the layout of ignite's ``Checkpoint`` and MONAI's
+    ``CheckpointSaver``, so ``CheckpointLoader`` and ``python -m monai.bundle ckpt_export --key_in_ckpt
+    network`` read it), plus ``"epoch"`` and, in "best" mode, the metric value under
+    ``key_metric_name``.
+
+    Why not MONAI's ``CheckpointSaver``: it writes through ignite's ``DiskSaver(atomic=False)``, and
+    ignite's ``Checkpoint`` removes the previous file before writing the next one, so a process
+    killed at the wrong moment leaves a truncated file or no checkpoint at all.
+
+    The saver is itself a stateful object (``state_dict`` / ``load_state_dict`` hold the best value
+    and its epoch): put the "best" saver in the ``save_dict`` of the "last" saver and in the
+    ``load_dict`` of the resuming ``CheckpointLoader``, so that a resumed run does not overwrite a
+    better ``best`` checkpoint. Under ``torch.distributed`` only ``save_rank`` writes; every rank
+    tracks the metric.
+
+    Args:
+        save_dir: folder of the checkpoint, created when missing.
+        save_dict: name -> object with ``state_dict()`` (network, optimizer, trainer, another saver);
+            ``None`` values are skipped.
+        filename: file name inside ``save_dir``.
+        key_metric_name: metric that selects the best checkpoint; ``None`` saves every interval.
+        key_metric_greater_or_equal: also save when the metric equals the best so far.
+        save_interval: save every this many epochs ("last" mode).
+        save_rank: the rank that writes under ``torch.distributed``.
+        name: logger name, default ``monai_assim.handlers.checkpoint``.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        save_dict: Mapping[str, Any],
+        filename: str = "last.pt",
+        key_metric_name: str | None = None,
+        key_metric_greater_or_equal: bool = False,
+        save_interval: int = 1,
+        save_rank: int = 0,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(save_dict, Mapping) or not save_dict:
+            raise ValueError("save_dict must be a non-empty mapping of name -> object with state_dict().")
+        for k, v in save_dict.items():
+            if v is not None and not callable(getattr(v, "state_dict", None)):
+                raise TypeError(f"save_dict[{k!r}] ({type(v).__name__}) has no state_dict() method.")
+        if not filename or os.sep in filename:
+            raise ValueError(f"filename must be a plain file name, got {filename!r}.")
+        if int(save_interval) < 1:
+            raise ValueError(f"save_interval must be >= 1, got {save_interval}.")
+        self.save_dir = Path(save_dir)
+        self.save_dict = dict(save_dict)
+        self.filename = filename
+        self.key_metric_name = key_metric_name
+        self.key_metric_greater_or_equal = key_metric_greater_or_equal
+        self.save_interval = int(save_interval)
+        self.save_rank = save_rank
+        self.logger = logging.getLogger(name or __name__)
+        self.best_metric: float | None = None
+        self.best_epoch: int | None = None
+
+    @property
+    def path(self) -> Path:
+        """Where the checkpoint is written."""
+        return self.save_dir / self.filename
+
+    def state_dict(self) -> dict:
+        return {"best_metric": self.best_metric, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        self.best_metric = state_dict.get("best_metric")
+        self.best_epoch = state_dict.get("best_epoch")
+
+    def attach(self, engine: Engine) -> None:
+        """Register at ``EPOCH_COMPLETED`` (every ``save_interval`` epochs in "last" mode)."""
+        if _rank() == self.save_rank:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.save_dir.glob(f".{self.filename}.*.tmp"):  # left by a process killed mid-write
+                stale.unlink(missing_ok=True)
+        event = Events.EPOCH_COMPLETED
+        if self.key_metric_name is None and self.save_interval > 1:
+            event = Events.EPOCH_COMPLETED(every=self.save_interval)
+        if not engine.has_event_handler(self, event):
+            engine.add_event_handler(event, self)
+
+    def _improved(self, value: float) -> bool:
+        if self.best_metric is None:
+            return True
+        if self.key_metric_greater_or_equal:
+            return value >= self.best_metric
+        return value > self.best_metric
+
+    def __call__(self, engine: Engine) -> None:
+        epoch = int(engine.state.epoch)
+        extra: dict[str, Any] = {"epoch": epoch}
+        if self.key_metric_name is not None:
+            metrics = engine.state.metrics
+            if self.key_metric_name not in metrics:
+                raise KeyError(
+                    f"key metric {self.key_metric_name!r} not in engine.state.metrics ({', '.join(metrics) or 'none'})."
+                )
+            value = float(metrics[self.key_metric_name])
+            if not self._improved(value):
+                return
+            self.best_metric, self.best_epoch = value, epoch
+            extra[self.key_metric_name] = value
+        if _rank() != self.save_rank:
+            return
+        checkpoint = {k: _state_dict(v) for k, v in self.save_dict.items() if v is not None}
+        checkpoint.update(extra)
+        atomic_torch_save(checkpoint, self.path)
+        what = f"{self.key_metric_name}={extra[self.key_metric_name]:.4f}, " if self.key_metric_name else ""
+        self.logger.info(f"saved checkpoint {self.path} ({what}epoch {epoch})")

@@ -1,0 +1,32 @@
+"""Domain-assimilation networks: texture module, colour module, backbones, AssimilationNet."""
+
+from monai_assim.networks.assimilation_net import VARIANTS, AssimilationNet
+from monai_assim.networks.backbones import (
+    BACKBONES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ChannelNormalize,
+    build_backbone,
+    freeze_backbone,
+    imagenet_state_dict,
+    load_backbone_state_dict,
+    set_batchnorm_eval,
+)
+from monai_assim.networks.color_module import ColorModule
+from monai_assim.networks.texture_module import TextureModule
+
+__all__ = [
+    "AssimilationNet",
+    "VARIANTS",
+    "BACKBONES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ChannelNormalize",
+    "ColorModule",
+    "TextureModule",
+    "build_backbone",
+    "freeze_backbone",
+    "imagenet_state_dict",
+    "load_backbone_state_dict",
+    "set_batchnorm_eval",
+]

@@ -1,0 +1,5 @@
+"""Plots of monai_assim results."""
+
+from monai_assim.visualize.robustness_plot import load_robustness_rows, plot_robustness
+
+__all__ = ["load_robustness_rows", "plot_robustness"]

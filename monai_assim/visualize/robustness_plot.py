@@ -1,0 +1,123 @@
+"""Accuracy-vs-eps plots of the results written by AdversarialRobustnessHandler."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["load_robustness_rows", "plot_robustness"]
+
+_NUMERIC = ("eps", "eps_255", "n", "n_clean_correct", "n_correct", "accuracy", "n_success", "success_rate", "seconds")
+
+
+def load_robustness_rows(source: str | os.PathLike | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """
+    Rows of a result file written by :class:`~monai_assim.handlers.AdversarialRobustnessHandler`
+    (``.csv`` or ``.json``), or already loaded rows (returned as dict copies).
+
+    Raises:
+        ValueError: unknown file type, or rows without the ``attack``/``eps``/``accuracy`` columns.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if path.endswith(".json"):
+            with open(path) as f:
+                data = json.load(f)
+            rows = data["rows"] if isinstance(data, Mapping) else data
+        elif path.endswith(".csv"):
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        else:
+            raise ValueError(f"result file must be .csv or .json, got {path!r}.")
+    else:
+        rows = source
+    out = []
+    for r in rows:
+        r = dict(r)
+        missing = {"attack", "eps", "accuracy"} - set(r)
+        if missing:
+            raise ValueError(f"result row lacks {sorted(missing)}: {r}.")
+        for k in _NUMERIC:
+            if k in r:
+                r[k] = float("nan") if r[k] in ("", None) else float(r[k])
+        out.append(r)
+    return out
+
+
+def _curves(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """attack -> sorted (eps * 255, accuracy), starting from the clean accuracy at eps 0."""
+    clean = [r["accuracy"] for r in rows if r.get("role") == "clean" or r["attack"] == "clean"]
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        if r["attack"] == "clean" or r.get("role", "attack") != "attack":
+            continue
+        curves.setdefault(r["attack"], []).append((r["eps"] * 255, r["accuracy"]))
+    for name, pts in curves.items():
+        if clean and not any(e == 0 for e, _ in pts):
+            pts.append((0.0, clean[0]))
+        curves[name] = sorted(pts)
+    return curves
+
+
+def plot_robustness(
+    results: str | os.PathLike | Sequence[Mapping[str, Any]],
+    output_path: str | os.PathLike,
+    vanilla: str | os.PathLike | Sequence[Mapping[str, Any]] | None = None,
+    title: str | None = None,
+    dpi: int = 120,
+) -> str:
+    """
+    Plot robust accuracy against eps, one colour per attack, and save a PNG.
+
+    With ``vanilla`` given this draws the paper's figure: ``results`` (the assimilated model) as solid
+    lines, ``vanilla`` as dashed lines in the same colour per attack. The x axis is eps in units of
+    1/255, the y axis accuracy on [0, 1]; each curve starts from the clean accuracy at eps = 0.
+    Only the eps-grid rows (role ``attack``) are drawn; the large-eps PGD check row is left out.
+
+    Args:
+        results: a result file (``.csv``/``.json``) or loaded rows.
+        output_path: the PNG to write (folders are created).
+        vanilla: optional second result file or rows, drawn dashed.
+        title: figure title; default names the variants.
+        dpi: resolution.
+
+    Returns:
+        the PNG path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    solid = _curves(load_robustness_rows(results))
+    dashed = _curves(load_robustness_rows(vanilla)) if vanilla is not None else {}
+    if not solid and not dashed:
+        raise ValueError("no attack rows to plot.")
+    names = list(dict.fromkeys(list(solid) + list(dashed)))
+    colours = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    solid_label = "assimilated" if vanilla is not None else None
+    for i, name in enumerate(names):
+        colour = colours(i % 10)
+        if name in solid:
+            e, a = zip(*solid[name])
+            label = f"{name} ({solid_label})" if solid_label else name
+            ax.plot(e, a, "-o", color=colour, label=label, markersize=4)
+        if name in dashed:
+            e, a = zip(*dashed[name])
+            ax.plot(e, a, "--s", color=colour, label=f"{name} (vanilla)", markersize=4)
+    ax.set_xlabel(r"$\epsilon$ ($\times$1/255)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title or ("vanilla (dashed) vs assimilated (solid)" if vanilla is not None else "accuracy under attack"))
+    ax.legend(fontsize=8, ncol=2 if vanilla is not None else 1)
+    fig.tight_layout()
+    output_path = os.fspath(output_path)
+    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    fig.savefig(output_path, dpi=dpi, format="png")
+    plt.close(fig)
+    return output_path
