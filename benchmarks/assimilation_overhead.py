@@ -6,7 +6,8 @@ Overhead of domain assimilation on one training step, measured in one run on thi
 (a) one AssimilationTrainer-style step (forward, AssimilationLoss with the GLCM term, backward,
     optimiser step) of the assimilated ResNet18 divided by the same step of the vanilla ResNet18
     (cross-entropy only, as AssimilationTrainer trains it): target <= 1.2;
-(b) forward latency of T + C alone (no grad), and its share of the vanilla forward.
+(b) forward latency of T + C alone (no grad), and its share of the vanilla forward;
+(c) for the breakdown, GLCMLoss forward+backward alone, as a share of the vanilla step.
 Each figure is the median of ``--repeats`` timings after one warm-up.
 """
 
@@ -79,6 +80,11 @@ def main() -> None:
         with torch.no_grad():
             nets["assimilated"].assimilate(x)
 
+    rgb_probe = torch.rand(args.batch, 3, args.size, args.size, device=device, requires_grad=True)
+
+    def glcm_alone():
+        loss_fn.glcm(rgb_probe, x).backward()
+
     def vanilla_forward():
         with torch.no_grad():
             nets["vanilla"](x)
@@ -96,15 +102,19 @@ def main() -> None:
     a, v = statistics.median(t_assim), statistics.median(t_vanilla)
     tc = _median_seconds(tc_forward, args.repeats, device)
     fwd = _median_seconds(vanilla_forward, args.repeats, device)
+    glcm = _median_seconds(glcm_alone, args.repeats, device)
     n_t = sum(p.numel() for p in nets["assimilated"].texture.parameters())
     n_c = sum(p.numel() for p in nets["assimilated"].color.parameters())
-    print(f"device {device}, threads {torch.get_num_threads()}, batch {args.batch} x 1 x {args.size} x {args.size}, "
-          f"ResNet18, median of {args.repeats} after 1 warm-up")
+    print(
+        f"device {device}, threads {torch.get_num_threads()}, batch {args.batch} x 1 x {args.size} x {args.size}, "
+        f"ResNet18, median of {args.repeats} after 1 warm-up"
+    )
     print(f"training step, assimilated (T+C+GLCM loss): {a * 1000:.0f} ms")
     print(f"training step, vanilla (CE):                {v * 1000:.0f} ms")
     print(f"ratio assimilated / vanilla:                {a / v:.3f}  (target <= 1.2)")
-    print(f"forward T+C alone (T {args.texture_features}x{args.texture_layers}: {n_t} + C: {n_c} parameters): {tc * 1000:.1f} ms "
-          f"({tc / fwd:.1%} of the vanilla forward, {fwd * 1000:.0f} ms)")
+    print(f"of which GLCM loss forward+backward alone:  {glcm * 1000:.0f} ms ({glcm / v:.1%} of the vanilla step)")
+    t_shape = f"T {args.texture_features}x{args.texture_layers}: {n_t} + C: {n_c} parameters"
+    print(f"forward T+C alone ({t_shape}): {tc * 1000:.1f} ms ({tc / fwd:.1%} of the vanilla forward, {fwd * 1000:.0f} ms)")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ forward per (attack, eps) to score the adversarial batch, bookkeeping) is inside
 Then the same sweep with ``group_eps=8`` (FGSM, BIM and MIFGSM craft all 8 eps values in one pass on
 the batch repeated 8 times; PGD's random start needs a scalar eps in torchattacks and stays per eps).
 
-    python benchmarks/attack_sweep.py [--batch 8] [--size 64] [--repeats 3]
+    python benchmarks/attack_sweep.py [--batch 8] [--size 64] [--repeats 3] [--threads 0]
 """
 
 from __future__ import annotations
@@ -62,7 +62,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     net = AssimilationNet(backbone="mobilenet_v2", num_classes=2, pretrained=None, variant="assimilated").eval()
@@ -70,14 +73,18 @@ def main() -> None:
     y = torch.arange(args.batch) % 2
     n_fb = sum(STEPS[a] for a in PAPER_ATTACKS) * len(DEFAULT_EPS)
 
+    # one-pass timings are taken right before and after each sweep, so load changes on a shared
+    # machine hit numerator and denominator alike
     t_fb, t_fb8, plain, grouped = [], [], [], []
     for _ in range(args.repeats):
         t_fb.append(time_fb(net, x, y, 10))
-        t_fb8.append(time_fb(net, x.repeat(8, 1, 1, 1), y.repeat(8), 3))
         t, m_plain = time_sweep(net, x, y, 1)
         plain.append(t)
+        t_fb.append(time_fb(net, x, y, 10))
+        t_fb8.append(time_fb(net, x.repeat(8, 1, 1, 1), y.repeat(8), 3))
         t, m_grouped = time_sweep(net, x, y, 8)
         grouped.append(t)
+        t_fb8.append(time_fb(net, x.repeat(8, 1, 1, 1), y.repeat(8), 3))
     t_fb, t_fb8 = statistics.median(t_fb), statistics.median(t_fb8)
     t_plain, t_grouped = statistics.median(plain), statistics.median(grouped)
     n_fb_grouped = (STEPS["FGSM"] + STEPS["BIM"] + STEPS["MIFGSM"]) + STEPS["PGD"] * len(DEFAULT_EPS)

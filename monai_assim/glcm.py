@@ -341,6 +341,239 @@ def _per_offset(x, levels, distance, angles, window, stride, soft, width, reduce
     return torch.stack(results, 1), plan
 
 
+# ---------------------------------------------------------------------------------------------------
+# Fast path for non-overlapping tiles (stride == window): features without the per-window matrices
+# ---------------------------------------------------------------------------------------------------
+
+# features that need the joint matrix; the others come from per-window sums over pairs
+_JOINT_FEATURES = ("asm", "energy", "entropy")
+# at most this many joint-matrix cells (tiles x L x L) exist at once in the tile path: 1 MiB in float32, so that they stay in cache
+_TILE_CHUNK_CELLS = 1 << 18
+
+
+def _tiled(v: torch.Tensor, window: int, nh: int, nw: int) -> torch.Tensor:
+    """View of the covered area of ``v`` (``(N, H, W)``) as tiles: ``(N, nH, window, nW, window)`` (no copy)."""
+    return v[:, : nh * window, : nw * window].reshape(v.shape[0], nh, window, nw, window)
+
+
+def _tile_pairs(v: torch.Tensor, offset: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    For tiles ``v`` (``(N, nH, window, nW, window)``) and a canonical offset ``(dr, dc)``, the first and
+    second pixels of the pairs ``(p, p + offset)`` that lie inside one tile: two views
+    ``(N, nH, window - dr, nW, window - |dc|)``. Summing them over dims 2 and 4 sums over the in-tile pairs.
+    """
+    dr, dc = offset
+    window = v.shape[2]
+    kh, kw, c0 = window - dr, window - abs(dc), max(0, -dc)
+    return v[:, :, :kh, :, c0 : c0 + kw], v[:, :, dr:, :, c0 + dc : c0 + dc + kw]
+
+
+def _difference_table(levels: int, names: Sequence[str], soft: bool) -> torch.Tensor:
+    """
+    Weights that turn per-window histograms over the level difference ``D = a_p - a_q`` into sums of the
+    features linear in ``P`` (float64, ``((2L - 1) * C, len(names))``, row ``(D + L - 1) * C + c``).
+
+    A pair with soft memberships ``(1 - t_p, t_p)`` on levels ``(a_p, a_p + 1)`` and ``(1 - t_q, t_q)``
+    on ``(a_q, a_q + 1)`` adds to a feature with weight ``g(i - j)`` the amount
+    ``g(D) + t_p (g(D+1) - g(D)) + t_q (g(D-1) - g(D)) + t_p t_q (2 g(D) - g(D+1) - g(D-1))``, so the
+    channels are the histograms of ``1``, ``t_p``, ``t_q`` and ``t_p t_q``; hard mode uses the first only.
+    """
+    d = torch.arange(-levels, levels + 1, dtype=torch.float64)
+    g = torch.stack([_LINEAR_WEIGHTS[f](d) for f in names], 1)  # g(D) for D in [-L, L]
+    g0, gp, gm = g[1:-1], g[2:], g[:-2]  # g(D), g(D + 1), g(D - 1) for D in [-(L-1), L-1]
+    if not soft:
+        return g0
+    return torch.stack((g0, gp - g0, gm - g0, 2 * g0 - gp - gm), 1).flatten(0, 1)
+
+
+def _region_sums(v: torch.Tensor, offset: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Sums of tiled per-pixel values ``v`` (``(..., nH, window, nW, window)``) over the first and over the
+    second pixels of the in-tile pairs of ``offset`` (the two views of :func:`_tile_pairs`):
+    two ``(..., nH, nW)`` tensors. Whole-tile column sums minus the few excluded columns, then row ranges.
+    """
+    dr, dc = offset
+    window = v.shape[-1]
+    kw, c0 = window - abs(dc), max(0, -dc)
+    full = v.sum(-1)  # (..., nH, window, nW)
+
+    def columns(start: int) -> torch.Tensor:  # row sums over columns [start, start + kw)
+        out = full
+        if start > 0:
+            out = out - v[..., :start].sum(-1)
+        if start + kw < window:
+            out = out - v[..., start + kw :].sum(-1)
+        return out
+
+    return columns(c0)[..., : window - dr, :].sum(-2), columns(c0 + dc)[..., dr:, :].sum(-2)
+
+
+def _tile_features(
+    x: torch.Tensor,
+    levels: int,
+    offsets: list,
+    window: int,
+    nh: int,
+    nw: int,
+    soft: bool,
+    width: float,
+    features: tuple[str, ...],
+) -> torch.Tensor:
+    """
+    Features of non-overlapping tiles (``stride == window``) for the canonical ``offsets``:
+    ``(N, O, nH, nW, F)``. The tiles are views of the image (no unfold copy), and each pair is the same
+    element of two shifted views (:func:`_tile_pairs`), so per-tile sums over pairs are reductions.
+
+    - features linear in ``P`` (contrast, dissimilarity, both homogeneities): a per-tile histogram of the
+      level difference ``D = a_p - a_q`` of the pairs (one ``index_add``; in soft mode also of ``t_p``,
+      ``t_q`` and ``t_p t_q``) times the weights of :func:`_difference_table`;
+    - correlation: the marginal moments are per-tile sums of the level ``i`` (soft: ``a + t``) and of
+      ``E[i^2]`` (soft: ``(a + t)^2 + t (1 - t)``) over the first and over the second pixels, with levels
+      shifted by the tile's top-left level (which changes nothing but keeps the sums small), and
+      ``E[ij] = (E[i^2] + E[j^2] - contrast) / 2`` (:func:`_correlation_from_moments`);
+    - asm, energy and entropy: the joint matrix, accumulated for a chunk of images at a time.
+    """
+    flat = x.reshape(-1, x.shape[-2], x.shape[-1]).contiguous()
+    n_img, dtype, device = flat.shape[0], x.dtype, x.device
+    lv, nd = levels, 2 * levels - 1
+    n_tiles = n_img * nh * nw
+    linear = [f for f in features if f in _LINEAR_WEIGHTS]
+    want_corr = "correlation" in features
+    want_joint = any(f in _JOINT_FEATURES for f in features)
+    diff_names = linear + (["contrast"] if want_corr else [])
+    # hard sums are whole numbers below window^2 (L - 1)^2: exact in float32 while that is below 2**24
+    exact32 = window * window * (lv - 1) ** 2 < 2**24
+    acc = dtype if (soft or dtype == torch.float64 or exact32) else torch.float64
+
+    if soft:
+        level, t = _soft_lower_bin(flat, lv, width)
+        level = level.int()
+        t_tiles = _tiled(t, window, nh, nw)
+    else:
+        level, t, t_tiles = quantize(flat.detach(), lv).int(), None, None
+    lev_tiles = _tiled(level, window, nh, nw)
+    if want_corr:
+        mean_level = _tiled(level.to(acc) if t is None else level.to(acc) + t.to(acc), window, nh, nw)
+        centred = mean_level - mean_level[..., :1, :, :1].detach()  # minus the tile's top-left level
+        second = centred * centred
+        if t_tiles is not None:  # E[i^2] of one pixel: (a + t)^2 + t (1 - t)
+            second = second + t_tiles * (1 - t_tiles)
+        moment_maps = torch.stack((centred, second))
+    # soft mode with the joint matrix needed anyway: the linear features come from it too (one matmul)
+    from_joint = soft and want_joint and bool(diff_names)
+    table = None
+    if diff_names and not from_joint:
+        table = _difference_table(lv, diff_names, soft).to(device=device, dtype=acc)
+    if from_joint:
+        diff = torch.arange(lv, device=device, dtype=torch.float64)
+        diff = (diff[:, None] - diff[None, :]).reshape(-1)
+        joint_table = torch.stack([_LINEAR_WEIGHTS[f](diff) for f in diff_names], 1).to(acc)  # (L*L, k)
+    tile_index = torch.arange(n_tiles, device=device, dtype=torch.int32).view(n_img, nh, 1, nw, 1)
+    if want_joint:
+        # the joint matrices of a chunk of images at a time (at most _TILE_CHUNK_CELLS cells)
+        # soft: larger chunks, as every slice of t costs a full-size zero-filled gradient in backward
+        chunk = max(1, (_TILE_CHUNK_CELLS * (4 if soft else 1)) // (nh * nw * lv * lv))
+        row_level = lev_tiles * lv
+        joint_base = tile_index[:chunk] * (lv * lv)
+
+    out, buffer = [], None
+    for offset in offsets:  # at most four canonical offsets per distance
+        n_pairs = (window - offset[0]) * (window - abs(offset[1]))
+        a_p, a_q = _tile_pairs(lev_tiles, offset)
+        if soft:
+            t_p, t_q = _tile_pairs(t_tiles, offset)
+        vals: dict[str, torch.Tensor] = {}
+        if table is not None:
+            key = ((a_p - a_q) + (tile_index * nd + (lv - 1))).reshape(-1)
+            ones = torch.ones(1, dtype=acc, device=device).expand(key.numel())
+            hist = [torch.zeros(n_tiles * nd, dtype=acc, device=device).index_add_(0, key, ones)]
+            if soft:
+                for v in (t_p, t_q, t_p * t_q):
+                    hist.append(torch.zeros(n_tiles * nd, dtype=acc, device=device).index_add_(0, key, v.reshape(-1)))
+            sums = torch.stack(hist, 1).view(n_tiles, -1) @ table  # (n_tiles, len(diff_names))
+            vals.update({f: sums[:, k] / n_pairs for k, f in enumerate(diff_names)})
+        if want_joint:
+            (r_p, _), (_, c_q) = _tile_pairs(row_level, offset), (a_p, a_q)
+            parts = []
+            for s in range(0, n_img, chunk):  # chunks of whole images, not single windows
+                e = min(s + chunk, n_img)
+                n_win = (e - s) * nh * nw
+                key = ((r_p[s:e] + c_q[s:e]) + joint_base[: e - s]).reshape(-1)
+                ones = torch.ones(1, dtype=acc, device=device).expand(key.numel())
+                if soft:
+                    cells = _soft_joint(key, t_p[s:e], t_q[s:e], n_win, lv)
+                else:
+                    if buffer is None or buffer.numel() < n_win * lv * lv:
+                        buffer = torch.empty(n_win * lv * lv, dtype=acc, device=device)
+                    cells = buffer[: n_win * lv * lv].zero_().index_add_(0, key, ones)
+                cells = cells.view(n_win, lv * lv)
+                part = {}
+                if from_joint:
+                    sums = cells @ joint_table
+                    part.update({f: sums[:, k] / n_pairs for k, f in enumerate(diff_names)})
+                if "asm" in features or "energy" in features:
+                    part["asm"] = torch.linalg.vecdot(cells, cells) / (n_pairs * n_pairs)
+                if "entropy" in features:
+                    p = cells / n_pairs
+                    part["entropy"] = -torch.linalg.vecdot(p, torch.log(torch.where(p > 0, p, torch.ones_like(p))))
+                parts.append(part)
+            for name in parts[0]:
+                vals[name] = torch.cat([part[name] for part in parts])
+            if "asm" in vals:
+                vals["energy"] = torch.sqrt(vals["asm"])  # asm >= 1 / L^2 > 0
+        if want_corr:
+            first, second_ = _region_sums(moment_maps, offset)
+            moments = torch.stack((first[0], second_[0], first[1], second_[1])).reshape(4, -1)
+            vals["correlation"] = _correlation_from_moments(moments, vals["contrast"], n_pairs)
+        out.append(torch.stack([vals[f].to(dtype) for f in features], -1).view(n_img, nh, nw, -1))
+    return torch.stack(out, 1)
+
+
+def _soft_joint(key: torch.Tensor, t_p: torch.Tensor, t_q: torch.Tensor, n_win: int, levels: int) -> torch.Tensor:
+    """
+    Unnormalised soft joint matrices ``(n_win, L, L)`` of pairs with corner cells ``key`` (``a_p L + a_q``
+    plus the window's base) and ramps ``t_p``, ``t_q``. A pair adds ``(1-t_p)(1-t_q)``, ``t_p(1-t_q)``,
+    ``(1-t_p)t_q``, ``t_p t_q`` at ``(a_p, a_q)``, ``(a_p+1, a_q)``, ``(a_p, a_q+1)``, ``(a_p+1, a_q+1)``;
+    expanding the products, it is enough to accumulate ``1``, ``t_p``, ``t_q`` and ``t_p t_q`` at the
+    corner (grids ``G1, Gp, Gq, Gpq``) and combine shifted grids:
+    ``G1 - Gp - Gq + Gpq + down(Gp - Gpq) + right(Gq - Gpq) + down(right(Gpq))``.
+    """
+    def grid(v: torch.Tensor | None) -> torch.Tensor:
+        out = torch.zeros(n_win * levels * levels, dtype=t_p.dtype, device=t_p.device)
+        src = torch.ones(1, dtype=t_p.dtype, device=t_p.device).expand(key.numel()) if v is None else v.reshape(-1)
+        return out.index_add_(0, key, src).view(n_win, levels, levels)
+
+    g1, gp, gq, gpq = grid(None), grid(t_p), grid(t_q), grid(t_p * t_q)
+    # corners have a_p, a_q <= L - 2, so the last row and column of every grid are zero
+    down = gp - gpq
+    right = gq - gpq
+    return (
+        (g1 - gp - gq + gpq)
+        + F.pad(down[:, :-1, :], (0, 0, 1, 0))
+        + F.pad(right[:, :, :-1], (1, 0, 0, 0))
+        + F.pad(gpq[:, :-1, :-1], (1, 0, 1, 0))
+    )
+
+
+def _correlation_from_moments(moments: torch.Tensor, contrast: torch.Tensor, n: int) -> torch.Tensor:
+    """
+    Correlation from the sums ``(S_i, S_j, S_ii, S_jj)`` of the (shifted) levels of the first and second
+    pixels over the ``n`` in-window pairs and the mean contrast ``E[(i - j)^2]``:
+    ``n^2 var_i = n S_ii - S_i^2``, ``S_ij = (S_ii + S_jj - n contrast) / 2``, ``n^2 cov = n S_ij - S_i S_j``,
+    combined in float64. 1 where a variance is 0 (hard mode: exactly when a marginal sits on one level,
+    the sums being whole numbers) or below scikit-image's threshold.
+    """
+    s_i, s_j, s_ii, s_jj = moments.double()
+    s_ij = (s_ii + s_jj - n * contrast.double()) / 2
+    var_i, var_j = n * s_ii - s_i * s_i, n * s_jj - s_j * s_j
+    cov = n * s_ij - s_i * s_j
+    tiny = (n * _CORRELATION_STD_EPS) ** 2
+    flat = (var_i <= tiny) | (var_j <= tiny)
+    one = torch.ones_like(var_i)
+    denom = torch.sqrt(torch.where(flat, one, var_i)) * torch.sqrt(torch.where(flat, one, var_j))
+    return torch.where(flat, one, cov / denom)
+
+
 def glcm(
     x: torch.Tensor,
     levels: int = 32,
@@ -456,9 +689,20 @@ def glcm_features(
         differentiable with respect to ``x`` when ``soft`` is True.
     """
     features = _check_features(features)
-    values, plan = _per_offset(
-        x, levels, distance, angles, window, stride, soft, width, lambda p: glcm_features_from_matrix(p, features)
-    )  # (N, O, nH, nW, F)
+    if stride is None or stride == window:
+        _check_image(x)
+        _check_levels(levels)
+        _check_int("distance", distance, 1)
+        angles = _check_angles(angles)
+        _, nh, nw = _window_grid(x.shape[-2], x.shape[-1], window, stride)
+        offsets, plan = _plan_offsets(distance, angles, window)
+        if soft:
+            _check_width(width)
+        values = _tile_features(x, levels, offsets, window, nh, nw, soft, width, features)
+    else:
+        values, plan = _per_offset(
+            x, levels, distance, angles, window, stride, soft, width, lambda p: glcm_features_from_matrix(p, features)
+        )  # (N, O, nH, nW, F)
     index = torch.tensor([k for k, _ in plan], device=x.device)
     values = values.index_select(1, index).permute(0, 4, 1, 2, 3)  # (N, F, A, nH, nW)
     return values.reshape(*x.shape[:2], *values.shape[1:])

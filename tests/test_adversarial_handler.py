@@ -232,3 +232,35 @@ def test_bad_input():
     AdversarialRobustnessHandler(attacks=["FGSM"], progress=False).attach(engine)
     with pytest.raises(ValueError, match="pass network="):
         engine.run(tuple_loader()[0])
+
+
+def test_attack_eps_restricts_one_attack_grid():
+    net = trained_tiny_net()
+    loader, x, y = tuple_loader()
+    eps = (2 / 255, 8 / 255)
+    handler = AdversarialRobustnessHandler(
+        net, attacks={"FGSM": {}, "Square": {"n_queries": 5}}, eps=eps, attack_eps={"square": [8 / 255]},
+        seed=3, check_eps=None, progress=False,
+    )
+    engine = plain_engine()
+    handler.attach(engine)
+    engine.run(loader)
+    keys = {(r["attack"], r["eps"]) for r in handler.rows if r["role"] == "attack"}
+    assert keys == {("FGSM", 2 / 255), ("FGSM", 8 / 255), ("Square", 8 / 255)}
+    row = next(r for r in handler.rows if r["attack"] == "Square")
+    assert row["accuracy"] == direct_accuracy_seeded_square(net, x, y, 3)
+    with pytest.raises(ValueError, match="not among the attacks"):
+        AdversarialRobustnessHandler(net, attacks=["FGSM"], attack_eps={"PGD": [1 / 255]})
+    with pytest.raises(ValueError, match=r"eps"):
+        AdversarialRobustnessHandler(net, attacks=["FGSM"], attack_eps={"FGSM": [2.0]})
+
+
+def direct_accuracy_seeded_square(net, x, y, seed: int) -> float:
+    correct = 0
+    for i in range(0, len(x), BATCH):
+        s = seed + i // BATCH
+        torch.manual_seed(s)
+        adv = torchattacks.Square(net, eps=8 / 255, n_queries=5, seed=s)(x[i : i + BATCH], y[i : i + BATCH])
+        with torch.no_grad():
+            correct += int((net(adv).argmax(1) == y[i : i + BATCH]).sum())
+    return correct / len(x)

@@ -57,13 +57,13 @@ def test_vanilla_network_replicates_grey():
 
 def test_checkpoint_sources(tmp_path):
     """A plain state dict, and the nested file that MONAI's CheckpointSaver writes."""
-    net = _trained_like_net(1, color_kernel_size=3)
+    net = _trained_like_net(1, color_features=8)
     img = _image(seed=1)
     with torch.no_grad():
         expected = net.assimilate(img.as_tensor()[None])[0]
     plain = tmp_path / "net.pt"
     torch.save(net.state_dict(), plain)
-    out = Assimilate(plain, color_kwargs={"kernel_size": 3})(img)
+    out = Assimilate(plain, color_kwargs={"features": 8})(img)
     torch.testing.assert_close(out.as_tensor(), expected, rtol=0, atol=0)
 
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
@@ -73,7 +73,7 @@ def test_checkpoint_sources(tmp_path):
     saver.completed(engine)
     (nested,) = (tmp_path / "ckpt").glob("*.pt")
     assert set(torch.load(nested, weights_only=True)) == {"network", "optimizer"}
-    out = Assimilated("image", str(nested), color_kwargs={"kernel_size": 3})({"image": img})["image"]
+    out = Assimilated("image", str(nested), color_kwargs={"features": 8})({"image": img})["image"]
     torch.testing.assert_close(out.as_tensor(), expected, rtol=0, atol=0)
 
 
@@ -138,8 +138,8 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="vanilla"):
         Assimilate(vanilla)
     wide = tmp_path / "wide.pt"
-    torch.save({"network": {**{f"texture.{k}": v for k, v in TextureModule(features=8).state_dict().items()},
+    torch.save({"network": {**{f"texture.{k}": v for k, v in TextureModule(features=4).state_dict().items()},
                             **{f"color.{k}": v for k, v in ColorModule().state_dict().items()}}}, wide)
     with pytest.raises(ValueError, match="texture.residual.0.weight"):
         Assimilate(wide)
-    assert Assimilate(wide, texture_kwargs={"features": 8})(_image()).shape == (3, 24, 20)
+    assert Assimilate(wide, texture_kwargs={"features": 4})(_image()).shape == (3, 24, 20)

@@ -288,10 +288,14 @@ def test_resume_after_kill(tmp_path):
 
     log = run_ok(bundle_cmd("bundles/chest_xray/train.json", *args, "--epochs", str(epochs), "--resume", "True"))
     assert "Restored all variables" in log
+    # the resumed process trains only the epochs after the checkpoint, not epoch 1 again
+    assert f"Epoch: {killed_at + 1}/{epochs}, Iter: 1/" in log and f"Epoch: 1/{epochs}, Iter: 1/" not in log
     ckpt = torch.load(last, weights_only=True)
-    assert ckpt["epoch"] == epochs and ckpt["trainer"]["epoch"] == epochs
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["resumed_from_epoch"] == killed_at and summary["epochs_completed"] == epochs
+    # the trainer state (ignite keeps the iteration count) went on from the killed run's, not from 0
+    iterations_per_epoch = summary["iterations_completed"] // epochs
+    assert ckpt["epoch"] == epochs and ckpt["trainer"]["iteration"] == epochs * iterations_per_epoch
     assert not list((out / "checkpoints").glob(".*.tmp"))
 
 
@@ -312,7 +316,7 @@ def test_torchrun_gloo_two_processes(tmp_path):
     assert summary["epochs_completed"] == 1
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert not [k for k in ckpt["network"] if k.startswith("module.")]  # saved unwrapped from DDP
-    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0 only
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 2  # train + validation writers, rank 0 only
 
 
 def _make_bad(kind: str, root: Path) -> tuple[Path, str]:

@@ -121,6 +121,15 @@ def test_max_per_class_and_no_balance(synthetic_root):
     for split, entries in capped.items():
         labels = [d["label"] for d in entries]
         assert labels.count(0) <= 3 and labels.count(1) <= 3, split
+    full = build_datalists(root, "brain_mri", check_images=False)
+    per_split = build_datalists(root, "brain_mri", max_per_class={"train": 2, "test": 1}, check_images=False)
+    for split, cap in (("train", 2), ("test", 1)):
+        labels = [d["label"] for d in per_split[split]]
+        assert (labels.count(0), labels.count(1)) == (cap, cap), split
+        assert {d["image"] for d in per_split[split]} <= {d["image"] for d in full[split]}
+    assert per_split["validation"] == full["validation"]  # not named: not capped
+    with pytest.raises(ValueError, match="unknown splits"):
+        build_datalists(root, "brain_mri", max_per_class={"training": 2}, check_images=False)
     unbalanced = build_datalists(root, "brain_mri", balance=False, check_images=False)
     test_labels = [d["label"] for d in unbalanced["test"]]
     assert (test_labels.count(0), test_labels.count(1)) == (N, 3 * N)  # notumor vs three tumour classes

@@ -83,8 +83,8 @@ def test_modules_start_at_identity_and_stay_on_unit_interval():
 def test_module_bad_arguments():
     with pytest.raises(ValueError, match="num_layers"):
         TextureModule(num_layers=1)
-    with pytest.raises(ValueError, match="kernel_size"):
-        ColorModule(kernel_size=2)
+    with pytest.raises(ValueError, match="features"):
+        ColorModule(features=0)
     with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
         TextureModule()(torch.rand(1, 3, 8, 8))
 

@@ -194,7 +194,11 @@ class RunSetup:
             out[key] = value
         for key in ("epochs", "batch_size", "image_size", "patience"):
             out[key] = _positive_int(key, out[key])
-        out["max_per_class"] = _positive_int("max_per_class", out["max_per_class"], allow_none=True)
+        caps = out["max_per_class"]
+        if isinstance(caps, Mapping):  # per split, e.g. {"train": 300, "validation": 50, "test": 100}
+            out["max_per_class"] = {k: _positive_int(f"max_per_class[{k!r}]", v, allow_none=True) for k, v in caps.items()}
+        else:
+            out["max_per_class"] = _positive_int("max_per_class", caps, allow_none=True)
         if isinstance(out["num_workers"], bool) or not isinstance(out["num_workers"], int) or out["num_workers"] < 0:
             raise ValueError(f"num_workers must be an int >= 0, got {out['num_workers']!r}.")
         for key in ("learning_rate", "alpha"):

@@ -182,7 +182,7 @@ def build_datalists(
     seed: int = 0,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
-    max_per_class: int | None = None,
+    max_per_class: int | Mapping[str, int | None] | None = None,
     balance: bool = True,
     check_images: bool = True,
 ) -> dict[str, list[dict]]:
@@ -205,7 +205,10 @@ def build_datalists(
         val_fraction: fraction of the (balanced) training pool held out per label for validation.
         test_fraction: fraction of the balanced set held out per label for testing, used only
             where the data set has no own test split.
-        max_per_class: if given, at most this many images per label in each split.
+        max_per_class: if given, at most this many images per label in each split; a mapping
+            ``{"train": n, "validation": n, "test": n}`` caps the splits separately (a split it does
+            not name, or names with ``None``, is not capped). The capped images are a seeded random
+            subset of the split.
         balance: undersample the larger group of each pool to the smaller one (the paper does).
         check_images: decode every discovered image before returning (PIL draft decode, cheap).
 
@@ -224,8 +227,7 @@ def build_datalists(
     held_out = val_fraction + (0.0 if layout.has_test_split else test_fraction)
     if held_out >= 1.0:
         raise ValueError(f"val_fraction + test_fraction must be < 1, got {held_out}.")
-    if max_per_class is not None and (not isinstance(max_per_class, int) or max_per_class < 1):
-        raise ValueError(f"max_per_class must be a positive int or None, got {max_per_class!r}.")
+    caps = _split_caps(max_per_class)
 
     found = discover_images(dataset_dir, modality, check_images=check_images)
     rng = np.random.default_rng(seed)
@@ -253,7 +255,7 @@ def build_datalists(
     for split in SPLITS:
         rows = []
         for label in (0, 1):
-            chosen = records[split][label][:max_per_class]
+            chosen = records[split][label][: caps[split]]
             if not chosen and (split != "validation" or val_fraction > 0):
                 raise ValueError(
                     f"split {split!r} of {dataset_dir} has no image of label {label} "
@@ -273,7 +275,7 @@ def build_datalists(
             "val_fraction": float(val_fraction),
             "test_fraction": float(test_fraction) if not layout.has_test_split else None,
             "own_test_split": layout.has_test_split,
-            "max_per_class": max_per_class,
+            "max_per_class": dict(caps),
             "balance": bool(balance),
             "class_names": list(layout.class_names),
             "class_groups": {name: label for name, label in layout.classes.items()},
@@ -283,6 +285,21 @@ def build_datalists(
         counts = [sum(d["label"] == k for d in datalists[split]) for k in (0, 1)]
         logger.info(f"{modality} {split}: {counts[0]} {layout.class_names[0]}, {counts[1]} {layout.class_names[1]}")
     return datalists
+
+
+def _split_caps(max_per_class: int | Mapping[str, int | None] | None) -> dict[str, int | None]:
+    """``max_per_class`` as ``{split: cap or None}`` for every split, validated."""
+    if isinstance(max_per_class, Mapping):
+        unknown = sorted(set(max_per_class) - set(SPLITS))
+        if unknown:
+            raise ValueError(f"max_per_class names unknown splits {unknown}; expected keys among {list(SPLITS)}.")
+        caps = {s: max_per_class.get(s) for s in SPLITS}
+    else:
+        caps = {s: max_per_class for s in SPLITS}
+    for split, cap in caps.items():
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"max_per_class must be a positive int or None, got {cap!r} for split {split!r}.")
+    return caps
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -21,6 +21,7 @@ from monai_assim.attacks import (
     PAPER_ATTACKS,
     build_attack,
     build_eps_grouped_attack,
+    canonical_attack_name,
     check_num_classes,
     check_eps as validate_eps,
     is_eps_groupable,
@@ -137,6 +138,8 @@ class AdversarialRobustnessHandler:
         attacks: attack names, ``(name, kwargs)`` pairs or a mapping name -> kwargs (see
             :mod:`monai_assim.attacks`). Default :data:`DEFAULT_ATTACKS`.
         eps: the eps grid, each in [0, 1]. Default: the paper's 1/255 ... 8/255.
+        attack_eps: optional attack name -> its own eps grid, for attacks too costly to run on the whole
+            grid (e.g. ``{"Square": [4 / 255, 8 / 255]}``); the other attacks use ``eps``.
         seed: base seed of the seeding rule above.
         output_dir: folder for the CSV/JSON result files; None writes no files.
         file_prefix: result file name without extension.
@@ -163,6 +166,7 @@ class AdversarialRobustnessHandler:
         network: torch.nn.Module | None = None,
         attacks: str | Sequence | Mapping[str, Mapping[str, Any]] | None = None,
         eps: Sequence[float] = DEFAULT_EPS,
+        attack_eps: Mapping[str, Sequence[float]] | None = None,
         seed: int = 0,
         output_dir: str | os.PathLike | None = None,
         file_prefix: str = "robustness",
@@ -184,6 +188,15 @@ class AdversarialRobustnessHandler:
         self.eps = [validate_eps(e) for e in eps]
         if not self.eps or len(set(self.eps)) != len(self.eps):
             raise ValueError(f"eps must be a non-empty grid without repeats, got {list(eps)}.")
+        self.attack_eps: dict[str, list[float]] = {}
+        for name, grid in (attack_eps or {}).items():
+            key = canonical_attack_name(name)
+            if key not in self.attacks:
+                raise ValueError(f"attack_eps names {name!r}, which is not among the attacks {list(self.attacks)}.")
+            grid = [grid] if isinstance(grid, (int, float)) else list(grid)
+            if not grid or len(set(grid)) != len(grid):
+                raise ValueError(f"attack_eps[{name!r}] must be a non-empty grid without repeats, got {grid}.")
+            self.attack_eps[key] = [validate_eps(e) for e in grid]
         self.check_eps = None if check_eps is None else validate_eps(check_eps)
         if int(group_eps) < 1:
             raise ValueError(f"group_eps must be >= 1, got {group_eps}.")
@@ -234,7 +247,8 @@ class AdversarialRobustnessHandler:
         plan = []
         for name, kwargs in self.attacks.items():
             size = self.group_eps if is_eps_groupable(name, kwargs) else 1
-            groups = [tuple(self.eps[i : i + size]) for i in range(0, len(self.eps), size)]
+            grid = self.attack_eps.get(name, self.eps)
+            groups = [tuple(grid[i : i + size]) for i in range(0, len(grid), size)]
             plan.append(("attack", name, kwargs, groups))
         if self.check_eps is not None:
             # the masking check: the configured PGD settings, always with random start
@@ -442,7 +456,7 @@ class AdversarialRobustnessHandler:
         white = [r for r in grid if r["attack"] != "Square"]
         if not square:
             report.append("Square (black-box) not run: the black-box comparison is unavailable.")
-        for e in self.eps:
+        for e in sorted({r["eps"] for r in grid}):
             at_e = [r for r in white if r["eps"] == e]
             line = f"eps {eps_tag(e)}/255: " + ", ".join(f"{r['attack']} {r['accuracy']:.4f}" for r in at_e)
             if e in square:

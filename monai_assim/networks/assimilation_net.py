@@ -58,8 +58,7 @@ class AssimilationNet(nn.Module):
             the gradients of their affine parameters.
         texture_features: hidden channels of ``T``.
         texture_layers: number of 3x3 convolutions of ``T``.
-        color_features: hidden channels of ``C``.
-        color_kernel_size: kernel size of the first convolution of ``C`` (1: a pure colour map).
+        color_features: hidden units of ``C``.
 
     Shapes:
         ``forward(x)``: ``(B, 1, H, W)`` -> ``(B, num_classes)``;
@@ -79,7 +78,6 @@ class AssimilationNet(nn.Module):
         texture_features: int = 8,
         texture_layers: int = 3,
         color_features: int = 16,
-        color_kernel_size: int = 1,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -90,7 +88,7 @@ class AssimilationNet(nn.Module):
         self.freeze_bn = freeze_bn
         if variant == "assimilated":
             self.texture: nn.Module | None = TextureModule(texture_features, texture_layers)
-            self.color: nn.Module | None = ColorModule(color_features, color_kernel_size)
+            self.color: nn.Module | None = ColorModule(color_features)
         else:
             self.texture = None
             self.color = None

@@ -41,7 +41,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _HEADS = {"resnet18": "fc", "resnet50": "fc", "densenet121": "classifier", "mobilenet_v2": "classifier.1"}
 _MAX_LISTED = 20  # keys listed per kind of mismatch in an error message
 # torchvision's DenseNet hub files still use the old "norm.1" style names of the dense layers
-_DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+_DENSENET_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
 
 
 def _check_name(name: str) -> str:
@@ -119,7 +121,9 @@ def load_backbone_state_dict(model: nn.Module, name: str, state_dict: Mapping[st
     own = model.state_dict()
     # old checkpoints (e.g. torchvision's DenseNet hub files) lack BatchNorm's num_batches_tracked; PyTorch
     # fills it in itself when loading them, so it is not reported as missing
-    missing = [k for k in own if k not in state_dict and not k.startswith(head) and not k.endswith("num_batches_tracked")]
+    missing = [
+        k for k in own if k not in state_dict and not k.startswith(head) and not k.endswith("num_batches_tracked")
+    ]
     unexpected = [k for k in state_dict if k not in own]
     wrong_shape = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
@@ -128,7 +132,8 @@ def load_backbone_state_dict(model: nn.Module, name: str, state_dict: Mapping[st
     ]
     if missing or unexpected or wrong_shape:
         lines = [f"the checkpoint does not match a torchvision {name} (the head {head[:-1]!r} aside):"]
-        for title, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", wrong_shape)):
+        kinds = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", wrong_shape))
+        for title, keys in kinds:
             if keys:
                 more = f", ... ({len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else ""
                 lines.append(f"  {title} ({len(keys)}): " + ", ".join(keys[:_MAX_LISTED]) + more)

@@ -160,7 +160,9 @@ class Assimilate(Transform):
         img = convert_to_tensor(img, track_meta=get_track_meta())
         img_t = convert_to_tensor(img, track_meta=False)
         if img_t.ndim != 3 or img_t.shape[0] != 1:
-            raise ValueError(f"Assimilate expects a channel-first grey image (1, H, W), got shape {tuple(img_t.shape)}.")
+            raise ValueError(
+                f"Assimilate expects a channel-first grey image (1, H, W), got shape {tuple(img_t.shape)}."
+            )
         x = img_t.to(device=self.device, dtype=torch.float32)
         lo, hi = float(x.min()), float(x.max())
         if lo < 0.0 or hi > 1.0:
