@@ -5,8 +5,9 @@
 (b) GLCMLoss forward + backward on a 32x224x224 batch (RGB prediction, gray target) divided by one
     ResNet18 training step on 32x3x224x224;
 (c) peak memory of (b): the peak resident set size (RSS, /proc/self/statm sampled every 0.5 ms by a
-    thread) of a fresh subprocess that runs only (b), minus its RSS just before the step. (tracemalloc
-    cannot see torch's allocations, and ru_maxrss is dominated by the import-time peak.)
+    thread) of a fresh subprocess during its first forward + backward of (b), minus its RSS just before
+    (no warm-up: after one, the step reuses memory the allocator kept and the rise reads 0). tracemalloc
+    cannot see torch's allocations, and ru_maxrss is dominated by the import-time peak.
 
 Usage: python benchmarks/glcm_speed.py [--skimage-windows 300] [--repeats 3]
 """
@@ -81,7 +82,7 @@ def resnet_step(repeats: int) -> float:
 
 
 def peak_memory_child() -> None:
-    """Run only (b) (after a warm-up) and print the RSS before and the sampled peak RSS during it, in bytes."""
+    """Run only (b) once (cold) and print the RSS before and the sampled peak RSS during it, in bytes."""
     page = resource.getpagesize()
 
     def rss() -> int:
@@ -92,8 +93,6 @@ def peak_memory_child() -> None:
     pred = torch.rand(B, 3, H, W, requires_grad=True)
     target = torch.rand(B, 1, H, W)
     loss = GLCMLoss()
-    loss_step(pred, target, loss)
-    pred.grad = None
     before, peak, done = rss(), [0], threading.Event()
 
     def sample():
@@ -155,7 +154,7 @@ def main() -> None:
     before, after = (int(v) for v in out.stdout.split())
     print(
         f"(c) peak memory of (b): sampled RSS of a fresh process rises by {(after - before) / 2**20:.0f} MiB "
-        f"during one forward+backward (peak RSS {after / 2**20:.0f} MiB in all, torch and inputs included)"
+        f"during its first forward+backward (peak RSS {after / 2**20:.0f} MiB in all, torch and inputs included)"
     )
 
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "SUPPORTED_FEATURES",
@@ -386,26 +387,21 @@ def _difference_table(levels: int, names: Sequence[str], soft: bool) -> torch.Te
     return torch.stack((g0, gp - g0, gm - g0, 2 * g0 - gp - gm), 1).flatten(0, 1)
 
 
-def _region_sums(v: torch.Tensor, offset: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _region_masks(offsets: list, window: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """
-    Sums of tiled per-pixel values ``v`` (``(..., nH, window, nW, window)``) over the first and over the
-    second pixels of the in-tile pairs of ``offset`` (the two views of :func:`_tile_pairs`):
-    two ``(..., nH, nW)`` tensors. Whole-tile column sums minus the few excluded columns, then row ranges.
+    The in-tile regions of the first (column ``2 k``) and of the second (column ``2 k + 1``) pixels of the
+    pairs of offset ``k`` (see :func:`_tile_pairs`) are rectangles: their 0/1 row and column indicators,
+    two ``(window, 2 * O)`` tensors.
     """
-    dr, dc = offset
-    window = v.shape[-1]
-    kw, c0 = window - abs(dc), max(0, -dc)
-    full = v.sum(-1)  # (..., nH, window, nW)
-
-    def columns(start: int) -> torch.Tensor:  # row sums over columns [start, start + kw)
-        out = full
-        if start > 0:
-            out = out - v[..., :start].sum(-1)
-        if start + kw < window:
-            out = out - v[..., start + kw :].sum(-1)
-        return out
-
-    return columns(c0)[..., : window - dr, :].sum(-2), columns(c0 + dc)[..., dr:, :].sum(-2)
+    rows = torch.zeros(window, 2 * len(offsets), dtype=dtype)
+    cols = torch.zeros(window, 2 * len(offsets), dtype=dtype)
+    for k, (dr, dc) in enumerate(offsets):
+        kh, kw, c0 = window - dr, window - abs(dc), max(0, -dc)
+        rows[:kh, 2 * k] = 1
+        cols[c0 : c0 + kw, 2 * k] = 1
+        rows[dr:, 2 * k + 1] = 1
+        cols[c0 + dc : c0 + dc + kw, 2 * k + 1] = 1
+    return rows.to(device), cols.to(device)
 
 
 def _tile_features(
@@ -428,10 +424,15 @@ def _tile_features(
       level difference ``D = a_p - a_q`` of the pairs (one ``index_add``; in soft mode also of ``t_p``,
       ``t_q`` and ``t_p t_q``) times the weights of :func:`_difference_table`;
     - correlation: the marginal moments are per-tile sums of the level ``i`` (soft: ``a + t``) and of
-      ``E[i^2]`` (soft: ``(a + t)^2 + t (1 - t)``) over the first and over the second pixels, with levels
+      ``E[i^2]`` (soft: ``(a + t)^2 + t (1 - t)``) over the first and over the second pixels (one matmul
+      of the tiles with the 0/1 masks of :func:`_region_masks`), with levels
       shifted by the tile's top-left level (which changes nothing but keeps the sums small), and
       ``E[ij] = (E[i^2] + E[j^2] - contrast) / 2`` (:func:`_correlation_from_moments`);
-    - asm, energy and entropy: the joint matrix, accumulated for a chunk of images at a time.
+    - asm, energy and entropy: the joint matrix (hard: accumulated for a chunk of images at a time and
+      reduced at once; soft: for all tiles, and then the linear features come from it too).
+
+    In soft mode the per-tile sums come from :class:`_SoftTileSums`, whose backward computes the gradient
+    with respect to ``x`` directly.
     """
     flat = x.reshape(-1, x.shape[-2], x.shape[-1]).contiguous()
     n_img, dtype, device = flat.shape[0], x.dtype, x.device
@@ -441,118 +442,281 @@ def _tile_features(
     want_corr = "correlation" in features
     want_joint = any(f in _JOINT_FEATURES for f in features)
     diff_names = linear + (["contrast"] if want_corr else [])
-    # hard sums are whole numbers below window^2 (L - 1)^2: exact in float32 while that is below 2**24
-    exact32 = window * window * (lv - 1) ** 2 < 2**24
-    acc = dtype if (soft or dtype == torch.float64 or exact32) else torch.float64
+    want_asm = "asm" in features or "energy" in features
 
+    per_offset: list[dict[str, torch.Tensor]] = [{} for _ in offsets]
     if soft:
-        level, t = _soft_lower_bin(flat, lv, width)
-        level = level.int()
-        t_tiles = _tiled(t, window, nh, nw)
+        # per-tile statistics from the custom autograd function: the features linear in P (as sums over
+        # pairs), and the unnormalised sum C_ij^2 and entropy of the joint matrix where asked
+        joint = want_joint
+        names = diff_names + (["asm"] if want_asm else []) + (["entropy"] if "entropy" in features else [])
+        stats, region_sums = _SoftTileSums.apply(flat, lv, width, tuple(offsets), window, nh, nw, joint, tuple(names), want_corr)
+        for o, offset in enumerate(offsets):
+            n_pairs = (window - offset[0]) * (window - abs(offset[1]))
+            vals = per_offset[o]
+            for k, f in enumerate(names):
+                vals[f] = stats[o, :, k] if f == "entropy" else stats[o, :, k] / (n_pairs * n_pairs if f == "asm" else n_pairs)
     else:
-        level, t, t_tiles = quantize(flat.detach(), lv).int(), None, None
-    lev_tiles = _tiled(level, window, nh, nw)
-    if want_corr:
-        mean_level = _tiled(level.to(acc) if t is None else level.to(acc) + t.to(acc), window, nh, nw)
-        centred = mean_level - mean_level[..., :1, :, :1].detach()  # minus the tile's top-left level
-        second = centred * centred
-        if t_tiles is not None:  # E[i^2] of one pixel: (a + t)^2 + t (1 - t)
-            second = second + t_tiles * (1 - t_tiles)
-        moment_maps = torch.stack((centred, second))
-    # soft mode with the joint matrix needed anyway: the linear features come from it too (one matmul)
-    from_joint = soft and want_joint and bool(diff_names)
-    table = None
-    if diff_names and not from_joint:
-        table = _difference_table(lv, diff_names, soft).to(device=device, dtype=acc)
-    if from_joint:
-        diff = torch.arange(lv, device=device, dtype=torch.float64)
-        diff = (diff[:, None] - diff[None, :]).reshape(-1)
-        joint_table = torch.stack([_LINEAR_WEIGHTS[f](diff) for f in diff_names], 1).to(acc)  # (L*L, k)
-    tile_index = torch.arange(n_tiles, device=device, dtype=torch.int32).view(n_img, nh, 1, nw, 1)
-    if want_joint:
-        # the joint matrices of a chunk of images at a time (at most _TILE_CHUNK_CELLS cells)
-        # soft: larger chunks, as every slice of t costs a full-size zero-filled gradient in backward
-        chunk = max(1, (_TILE_CHUNK_CELLS * (4 if soft else 1)) // (nh * nw * lv * lv))
-        row_level = lev_tiles * lv
-        joint_base = tile_index[:chunk] * (lv * lv)
-
-    out, buffer = [], None
-    for offset in offsets:  # at most four canonical offsets per distance
-        n_pairs = (window - offset[0]) * (window - abs(offset[1]))
-        a_p, a_q = _tile_pairs(lev_tiles, offset)
-        if soft:
-            t_p, t_q = _tile_pairs(t_tiles, offset)
-        vals: dict[str, torch.Tensor] = {}
-        if table is not None:
-            key = ((a_p - a_q) + (tile_index * nd + (lv - 1))).reshape(-1)
-            ones = torch.ones(1, dtype=acc, device=device).expand(key.numel())
-            hist = [torch.zeros(n_tiles * nd, dtype=acc, device=device).index_add_(0, key, ones)]
-            if soft:
-                for v in (t_p, t_q, t_p * t_q):
-                    hist.append(torch.zeros(n_tiles * nd, dtype=acc, device=device).index_add_(0, key, v.reshape(-1)))
-            sums = torch.stack(hist, 1).view(n_tiles, -1) @ table  # (n_tiles, len(diff_names))
-            vals.update({f: sums[:, k] / n_pairs for k, f in enumerate(diff_names)})
+        # hard sums are whole numbers below window^2 (L - 1)^2: exact in float32 while that is below 2**24
+        exact32 = window * window * (lv - 1) ** 2 < 2**24
+        acc = dtype if (dtype == torch.float64 or exact32) else torch.float64
+        level = torch.clamp(torch.floor(flat.detach() * lv), 0, lv - 1)  # quantize(), kept as floats
+        index_dtype = _index_dtype(n_tiles, lv)
+        lev_tiles = _tiled(level.to(index_dtype), window, nh, nw)
+        region_sums = _region_sums(_tiled(level, window, nh, nw), None, offsets, acc) if want_corr else None
+        tile_index = torch.arange(n_tiles, device=device, dtype=index_dtype).view(n_img, nh, 1, nw, 1)
+        if diff_names:
+            table = _difference_table(lv, diff_names, False).to(device=device, dtype=acc)
+            # per pixel: its tile's histogram base plus its level, so that a pair's bin is one subtraction
+            first_key = tile_index * nd + (lev_tiles + (lv - 1))
         if want_joint:
-            (r_p, _), (_, c_q) = _tile_pairs(row_level, offset), (a_p, a_q)
-            parts = []
-            for s in range(0, n_img, chunk):  # chunks of whole images, not single windows
-                e = min(s + chunk, n_img)
-                n_win = (e - s) * nh * nw
-                key = ((r_p[s:e] + c_q[s:e]) + joint_base[: e - s]).reshape(-1)
+            # the joint matrices of a chunk of whole images at a time (at most _TILE_CHUNK_CELLS cells),
+            # indexed relative to the chunk so that a pair's cell is one addition
+            chunk = max(1, _TILE_CHUNK_CELLS // (nh * nw * lv * lv))
+            local = (tile_index.view(n_img, -1) % (chunk * nh * nw)).view(n_img, nh, 1, nw, 1)
+            joint_key = local * (lv * lv) + lev_tiles * lv
+            buffer = torch.empty(min(chunk, n_img) * nh * nw * lv * lv, dtype=acc, device=device)
+        for o, offset in enumerate(offsets):  # at most four canonical offsets per distance
+            n_pairs = (window - offset[0]) * (window - abs(offset[1]))
+            _, a_q = _tile_pairs(lev_tiles, offset)
+            vals = per_offset[o]
+            if diff_names:
+                key = (_tile_pairs(first_key, offset)[0] - a_q).reshape(-1)  # contiguous: no copy
                 ones = torch.ones(1, dtype=acc, device=device).expand(key.numel())
-                if soft:
-                    cells = _soft_joint(key, t_p[s:e], t_q[s:e], n_win, lv)
-                else:
-                    if buffer is None or buffer.numel() < n_win * lv * lv:
-                        buffer = torch.empty(n_win * lv * lv, dtype=acc, device=device)
-                    cells = buffer[: n_win * lv * lv].zero_().index_add_(0, key, ones)
-                cells = cells.view(n_win, lv * lv)
-                part = {}
-                if from_joint:
-                    sums = cells @ joint_table
-                    part.update({f: sums[:, k] / n_pairs for k, f in enumerate(diff_names)})
-                if "asm" in features or "energy" in features:
-                    part["asm"] = torch.linalg.vecdot(cells, cells) / (n_pairs * n_pairs)
-                if "entropy" in features:
-                    p = cells / n_pairs
-                    part["entropy"] = -torch.linalg.vecdot(p, torch.log(torch.where(p > 0, p, torch.ones_like(p))))
-                parts.append(part)
-            for name in parts[0]:
-                vals[name] = torch.cat([part[name] for part in parts])
-            if "asm" in vals:
-                vals["energy"] = torch.sqrt(vals["asm"])  # asm >= 1 / L^2 > 0
+                hist = torch.zeros(n_tiles * nd, dtype=acc, device=device).index_add_(0, key, ones)
+                sums = hist.view(n_tiles, nd) @ table  # (n_tiles, len(diff_names))
+                vals.update({f: sums[:, k] / n_pairs for k, f in enumerate(diff_names)})
+            if want_joint:
+                key = _tile_pairs(joint_key, offset)[0] + a_q  # (N, nH, kh, nW, kw), contiguous
+                parts = []
+                for s in range(0, n_img, chunk):  # chunks of whole images, not single windows
+                    e = min(s + chunk, n_img)
+                    k = key[s:e].reshape(-1)
+                    ones = torch.ones(1, dtype=acc, device=device).expand(k.numel())
+                    cells = buffer[: (e - s) * nh * nw * lv * lv].zero_().index_add_(0, k, ones).view(-1, lv * lv)
+                    part = {}
+                    if want_asm:
+                        part["asm"] = torch.linalg.vecdot(cells, cells) / (n_pairs * n_pairs)
+                    if "entropy" in features:
+                        p = cells / n_pairs
+                        part["entropy"] = -torch.linalg.vecdot(p, torch.log(torch.where(p > 0, p, torch.ones_like(p))))
+                    parts.append(part)
+                vals.update({name: torch.cat([part[name] for part in parts]) for name in parts[0]})
+
+    out = []
+    for o, offset in enumerate(offsets):
+        vals = per_offset[o]
+        n_pairs = (window - offset[0]) * (window - abs(offset[1]))
+        if "asm" in vals:
+            vals["energy"] = torch.sqrt(vals["asm"])  # asm >= 1 / L^2 > 0
         if want_corr:
-            first, second_ = _region_sums(moment_maps, offset)
-            moments = torch.stack((first[0], second_[0], first[1], second_[1])).reshape(4, -1)
+            moments = region_sums[:, :, 2 * o : 2 * o + 2].permute(0, 2, 1).reshape(4, n_tiles)  # S_i, S_j, S_ii, S_jj
             vals["correlation"] = _correlation_from_moments(moments, vals["contrast"], n_pairs)
         out.append(torch.stack([vals[f].to(dtype) for f in features], -1).view(n_img, nh, nw, -1))
     return torch.stack(out, 1)
 
 
-def _soft_joint(key: torch.Tensor, t_p: torch.Tensor, t_q: torch.Tensor, n_win: int, levels: int) -> torch.Tensor:
-    """
-    Unnormalised soft joint matrices ``(n_win, L, L)`` of pairs with corner cells ``key`` (``a_p L + a_q``
-    plus the window's base) and ramps ``t_p``, ``t_q``. A pair adds ``(1-t_p)(1-t_q)``, ``t_p(1-t_q)``,
-    ``(1-t_p)t_q``, ``t_p t_q`` at ``(a_p, a_q)``, ``(a_p+1, a_q)``, ``(a_p, a_q+1)``, ``(a_p+1, a_q+1)``;
-    expanding the products, it is enough to accumulate ``1``, ``t_p``, ``t_q`` and ``t_p t_q`` at the
-    corner (grids ``G1, Gp, Gq, Gpq``) and combine shifted grids:
-    ``G1 - Gp - Gq + Gpq + down(Gp - Gpq) + right(Gq - Gpq) + down(right(Gpq))``.
-    """
-    def grid(v: torch.Tensor | None) -> torch.Tensor:
-        out = torch.zeros(n_win * levels * levels, dtype=t_p.dtype, device=t_p.device)
-        src = torch.ones(1, dtype=t_p.dtype, device=t_p.device).expand(key.numel()) if v is None else v.reshape(-1)
-        return out.index_add_(0, key, src).view(n_win, levels, levels)
+def _index_dtype(n_tiles: int, levels: int) -> torch.dtype:
+    """int32 indices (cheaper element-wise ops) unless a per-tile histogram or joint index could overflow them."""
+    return torch.int32 if n_tiles * max(2 * levels - 1, levels * levels) < 2**31 else torch.int64
 
-    g1, gp, gq, gpq = grid(None), grid(t_p), grid(t_q), grid(t_p * t_q)
-    # corners have a_p, a_q <= L - 2, so the last row and column of every grid are zero
-    down = gp - gpq
-    right = gq - gpq
-    return (
-        (g1 - gp - gq + gpq)
-        + F.pad(down[:, :-1, :], (0, 0, 1, 0))
-        + F.pad(right[:, :, :-1], (1, 0, 0, 0))
-        + F.pad(gpq[:, :-1, :-1], (1, 0, 1, 0))
-    )
+
+def _region_sums(
+    lev_tiles: torch.Tensor, t_tiles: torch.Tensor | None, offsets: list, acc: torch.dtype
+) -> torch.Tensor:
+    """
+    Per-tile sums over the first and the second pixels of the pairs of every offset of the (shifted)
+    level ``c = i - i_0`` (soft: ``a + t - (a_0 + t_0)``) and of ``E[c^2]`` (soft: ``c^2 + t (1 - t)``),
+    ``i_0`` the level of the tile's top-left pixel: ``(2, n_tiles, 2 * O)`` (one matmul with the masks
+    of :func:`_region_masks`).
+    """
+    n_img, nh, window, nw, _ = lev_tiles.shape
+    lev_tiles = lev_tiles.to(acc)
+    mean_level = lev_tiles if t_tiles is None else lev_tiles + t_tiles
+    centred = mean_level - mean_level[..., :1, :, :1]
+    second = centred * centred
+    if t_tiles is not None:
+        second = second + t_tiles * (1 - t_tiles)
+    rows, cols = _region_masks(offsets, window, acc, lev_tiles.device)
+    # sum over the columns of each region (a matmul on the contiguous last dim), then over its rows
+    out = [torch.einsum("nhwmr,wr->nhmr", v @ cols, rows).reshape(n_img * nh * nw, -1) for v in (centred, second)]
+    return torch.stack(out)
+
+
+def _soft_ramp(x: torch.Tensor, levels: int, width: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(a, t)`` of :func:`_soft_lower_bin` without autograd, ``a`` in the dtype of ``x``."""
+    edge = torch.clamp(torch.round(x * levels), 1, levels - 1)
+    return edge - 1, torch.clamp((x - edge / levels) * (levels / width) + 0.5, 0.0, 1.0)
+
+
+class _SoftTileSums(torch.autograd.Function):
+    """
+    Per-tile statistics of the soft co-occurrences of non-overlapping tiles, with a hand-written backward.
+
+    Every pixel has memberships ``(u, t) = (1 - t, t)`` on levels ``(a, a + 1)`` (:func:`_soft_lower_bin`).
+    For each canonical offset, forward (no autograd graph) accumulates into one reused buffer either the
+    unnormalised joint matrices ``C = sum_pairs m(p) m(q)^T`` (``joint``; a pair adds ``u_p u_q``,
+    ``t_p u_q``, ``u_p t_q``, ``t_p t_q`` at ``(a_p, a_q)``, ``(a_p + 1, a_q)``, ``(a_p, a_q + 1)``,
+    ``(a_p + 1, a_q + 1)``: one ``index_add`` each, into shifted views of the buffer), or the histograms
+    over ``D = a_p - a_q`` of ``1, t_p, t_q, t_p t_q`` (see :func:`_difference_table`), and reduces them
+    at once to the statistics ``names`` (sums over pairs of the linear features; ``asm``: ``sum C^2``;
+    ``entropy``: of ``C / N_o``): ``(O, n_tiles, len(names))``. With ``corr`` it also returns the region
+    sums of :func:`_region_sums` (``(2, n_tiles, 2 O)``).
+
+    Backward first turns the incoming gradient into ``G = dloss/dC`` (or ``dloss/dhist``) per offset.
+    ``C`` is bilinear in ``(t_p, t_q)``, so a pair contributes ``dt_p = G_p[k] + t_q G_x[k]`` and
+    ``dt_q = G_q[k] + t_p G_x[k]``, with ``k`` the pair's corner cell or bin and ``G_p, G_q, G_x`` the
+    differences of ``G`` along rows, columns and both (joint) or its ``t_p, t_q, t_p t_q`` channels
+    (histograms): three gathers per pair. They are added to one gradient tensor of the image through
+    in-place views (the first and the second pixels of the pairs), which is finally multiplied by
+    ``dt/dx`` (:func:`_soft_ramp`). Double backward is not supported.
+    """
+
+    @staticmethod
+    def forward(ctx, x, levels, width, offsets, window, nh, nw, joint, names, corr):
+        ctx.set_materialize_grads(False)
+        state = _SoftTileState(x, levels, width, window, nh, nw, joint)
+        lv, n_tiles, dtype, device = levels, state.n_tiles, x.dtype, x.device
+        table = _stat_table(lv, names, joint, dtype, device)
+        keep = ctx.needs_input_grad[0] and joint and ("asm" in names or "entropy" in names)
+        size = n_tiles * lv * lv if joint else 4 * n_tiles * (2 * lv - 1)
+        buffer = torch.empty(size, dtype=dtype, device=device)
+        u_tiles = 1 - state.t_tiles if joint else None
+        stats, saved = [], []
+        for offset in offsets:
+            n_pairs = (window - offset[0]) * (window - abs(offset[1]))
+            key = state.key(offset)
+            t_p, t_q = _tile_pairs(state.t_tiles, offset)
+            buffer.zero_()
+            cols = []
+            if joint:
+                u_p, u_q = _tile_pairs(u_tiles, offset)
+                buffer.index_add_(0, key, (u_p * u_q).reshape(-1))
+                buffer[lv:].index_add_(0, key, (t_p * u_q).reshape(-1))  # cell (a_p + 1, a_q)
+                buffer[1:].index_add_(0, key, (u_p * t_q).reshape(-1))  # cell (a_p, a_q + 1)
+                buffer[lv + 1 :].index_add_(0, key, (t_p * t_q).reshape(-1))  # cell (a_p + 1, a_q + 1)
+                cells = buffer.view(n_tiles, lv * lv)
+                if table is not None:
+                    cols.append(cells @ table)
+                if "asm" in names:
+                    cols.append(torch.linalg.vecdot(cells, cells).unsqueeze(-1))
+                if "entropy" in names:
+                    p = cells / n_pairs
+                    cols.append(-torch.linalg.vecdot(p, torch.log(torch.where(p > 0, p, torch.ones_like(p)))).unsqueeze(-1))
+                if keep:
+                    saved.append(cells.clone())
+            else:
+                hist = buffer.view(4, -1)
+                hist[0].index_add_(0, key, torch.ones(1, dtype=dtype, device=device).expand(key.numel()))
+                hist[1].index_add_(0, key, t_p.reshape(-1))
+                hist[2].index_add_(0, key, t_q.reshape(-1))
+                hist[3].index_add_(0, key, (t_p * t_q).reshape(-1))
+                cols.append(hist.view(4, n_tiles, -1).permute(1, 2, 0).reshape(n_tiles, -1) @ table)
+            stats.append(torch.cat(cols, -1))
+        if corr:
+            region = _region_sums(state.lower_tiles, state.t_tiles, list(offsets), dtype)
+        else:
+            region = torch.zeros(0, dtype=dtype, device=device)
+        ctx.save_for_backward(x, *saved)
+        ctx.args = (levels, width, offsets, window, nh, nw, joint, names, corr)
+        return torch.stack(stats), region
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_stats, grad_region):
+        x, *saved = ctx.saved_tensors
+        levels, width, offsets, window, nh, nw, joint, names, corr = ctx.args
+        state = _SoftTileState(x, levels, width, window, nh, nw, joint)
+        lv, n_tiles = levels, state.n_tiles
+        grad_t = torch.zeros_like(x)
+        grad_tiles = _tiled(grad_t, window, nh, nw)
+        if grad_stats is not None:
+            table = _stat_table(lv, names, joint, x.dtype, x.device)
+            n_lin = 0 if table is None else table.shape[1]
+            for o, offset in enumerate(offsets):
+                n_pairs = (window - offset[0]) * (window - abs(offset[1]))
+                g_stat = grad_stats[o]  # (n_tiles, len(names))
+                # G = dloss / d(joint cells) or d(histogram bins), (n_tiles, cells)
+                if table is not None:
+                    g = g_stat[:, :n_lin] @ table.t()
+                else:
+                    g = torch.zeros(n_tiles, lv * lv, dtype=x.dtype, device=x.device)
+                col = n_lin
+                if "asm" in names:
+                    g.addcmul_(saved[o], 2 * g_stat[:, col : col + 1])
+                    col += 1
+                if "entropy" in names:
+                    p = saved[o] / n_pairs
+                    dent = -(torch.log(torch.where(p > 0, p, torch.ones_like(p))) + (p > 0).to(p.dtype)) / n_pairs
+                    g.addcmul_(dent, g_stat[:, col : col + 1])
+                t_p, t_q = _tile_pairs(state.t_tiles, offset)
+                key = state.key(offset)
+                if joint:
+                    # differences of G along rows, columns and both at the corners (flat shifted views; the
+                    # entries past a row or a tile are garbage but never gathered, as a_p, a_q <= L - 2)
+                    g = g.view(-1)
+                    m = g.numel()
+                    diffs = torch.empty(3, m, dtype=g.dtype, device=g.device)
+                    torch.sub(g[lv:], g[:-lv], out=diffs[0, : m - lv])
+                    torch.sub(g[1:], g[:-1], out=diffs[1, : m - 1])
+                    torch.sub(diffs[0, 1 : m - lv], diffs[0, : m - lv - 1], out=diffs[2, : m - lv - 1])
+                else:
+                    diffs = g.view(-1, 4).t()[1:]  # channels t_p, t_q, t_p t_q, (3, n_tiles * (2L - 1))
+                g_p, g_q, g_x = (diffs[c].index_select(0, key).view(t_p.shape) for c in range(3))
+                first, second = _tile_pairs(grad_tiles, offset)
+                first.add_(torch.addcmul(g_p, t_q, g_x))
+                second.add_(torch.addcmul(g_q, t_p, g_x))
+        if corr and grad_region is not None:
+            rows, cols = _region_masks(list(offsets), window, grad_region.dtype, grad_region.device)
+            g = grad_region.view(2, x.shape[0], nh, 1, nw, -1) * rows.view(window, 1, -1)
+            g = g @ cols.t()  # (2, N, nH, window, nW, window): the layout of the tiles
+            t_tiles = state.t_tiles
+            mean_level = state.lower_tiles + t_tiles
+            centred = mean_level - mean_level[..., :1, :, :1]  # the shift is a constant (detached)
+            grad_tiles.add_(g[0] + g[1] * (2 * centred + 1 - 2 * t_tiles))
+        return (grad_t.mul_(state.slope()),) + (None,) * 9
+
+
+def _stat_table(levels: int, names: tuple, joint: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+    """Weights from the joint cells ``(L * L, k)`` or the soft difference histograms to the linear features of ``names``."""
+    linear = [f for f in names if f in _LINEAR_WEIGHTS]
+    if not linear:
+        return None
+    if not joint:
+        return _difference_table(levels, linear, True).to(device=device, dtype=dtype)
+    diff = torch.arange(levels, dtype=torch.float64)
+    diff = (diff[:, None] - diff[None, :]).reshape(-1)
+    return torch.stack([_LINEAR_WEIGHTS[f](diff) for f in linear], 1).to(device=device, dtype=dtype)
+
+
+class _SoftTileState:
+    """Per-pixel quantities shared by the forward and backward of :class:`_SoftTileSums` (no autograd)."""
+
+    def __init__(self, x, levels, width, window, nh, nw, joint):
+        self._x, self._levels, self._width = x, levels, width
+        lower, t = _soft_ramp(x.detach(), levels, width)
+        n_img = x.shape[0]
+        self.n_tiles = n_img * nh * nw
+        index_dtype = _index_dtype(self.n_tiles, levels)
+        self.lev_tiles = _tiled(lower.to(index_dtype), window, nh, nw)
+        self.lower_tiles = _tiled(lower, window, nh, nw)  # the same levels, as floats
+        self.t_tiles = _tiled(t, window, nh, nw)
+        tile_index = torch.arange(self.n_tiles, device=x.device, dtype=index_dtype).view(n_img, nh, 1, nw, 1)
+        if joint:  # a pair's corner cell: tile * L^2 + a_p * L + a_q
+            self._first, self._sign = tile_index * (levels * levels) + self.lev_tiles * levels, 1
+        else:  # a pair's difference bin: tile * (2L - 1) + (L - 1) + a_p - a_q
+            self._first, self._sign = tile_index * (2 * levels - 1) + (self.lev_tiles + (levels - 1)), -1
+
+    def slope(self) -> torch.Tensor:
+        """``dt/dx``: ``levels / width`` where the ramp is not clamped (bounds included, as ``torch.clamp``'s gradient)."""
+        edge = torch.clamp(torch.round(self._x * self._levels), 1, self._levels - 1)
+        ramp = (self._x - edge / self._levels) * (self._levels / self._width) + 0.5
+        return ((ramp >= 0) & (ramp <= 1)).to(self._x.dtype) * (self._levels / self._width)
+
+    def key(self, offset: tuple[int, int]) -> torch.Tensor:
+        first, _ = _tile_pairs(self._first, offset)
+        _, a_q = _tile_pairs(self.lev_tiles, offset)
+        return (first + a_q if self._sign > 0 else first - a_q).reshape(-1)  # contiguous: no copy
 
 
 def _correlation_from_moments(moments: torch.Tensor, contrast: torch.Tensor, n: int) -> torch.Tensor:

@@ -249,3 +249,66 @@ def test_bad_inputs(kwargs, error, match):
     x = kwargs.pop("x", torch.rand(1, 1, 20, 20))
     with pytest.raises(error, match=match):
         glcm_features(x, **kwargs)
+
+
+def test_tile_path_equals_matrix_path():
+    # stride == window takes the tile path (no matrices for the linear features and correlation); it must
+    # equal the features of the per-window matrices of glcm(), values and gradients, hard and soft
+    from monai_assim.glcm import glcm_features_from_matrix
+
+    gen = torch.Generator().manual_seed(10)
+    x = torch.rand(2, 1, 45, 47, generator=gen, dtype=torch.float64)
+    x[0, 0, :20, :20] = 0.53  # a flat tile off a bin centre
+    for soft in (False, True):
+        a = x.clone().requires_grad_(soft)
+        b = x.clone().requires_grad_(soft)
+        fast = glcm_features(a, levels=8, features=SUPPORTED_FEATURES, soft=soft)
+        ref = glcm_features_from_matrix(glcm(b, levels=8, soft=soft), SUPPORTED_FEATURES)  # (B, C, A, nH, nW, F)
+        ref = ref.permute(0, 1, 5, 2, 3, 4)
+        torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
+        if soft:
+            weights = torch.rand(fast.shape, generator=gen, dtype=torch.float64)
+            (fast * weights).sum().backward()
+            (ref * weights).sum().backward()
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "features",
+    [SUPPORTED_FEATURES, ("contrast", "homogeneity", "correlation", "dissimilarity"), ("asm", "entropy")],
+    ids=["joint", "histograms", "joint-only"],
+)
+@pytest.mark.parametrize("width", [1.0, 0.05], ids=["soft", "hard-ish"])
+def test_tile_backward_equals_autograd(features, width):
+    # the tile path's hand-written backward (_SoftTileSums) must equal plain autograd through the per-window
+    # matrices of glcm() and glcm_features_from_matrix, with a flat tile and pixels near bin edges
+    from monai_assim.glcm import glcm_features_from_matrix
+
+    gen = torch.Generator().manual_seed(11)
+    x = torch.rand(2, 2, 29, 33, generator=gen, dtype=torch.float64)
+    x[0, 1, :12, :12] = 0.53  # a flat tile off a bin centre
+    x[1, 0, -12:, :12] = 0.5  # a flat tile on a bin edge
+    edges = torch.randint(1, 8, (2, 2, 29, 33), generator=gen).double() / 8
+    near = torch.rand(x.shape, generator=gen) < 0.3
+    x = torch.where(near, (edges + 0.002 * (torch.rand(x.shape, generator=gen) - 0.5)).clamp(0, 1), x)
+    args = {"levels": 8, "distance": 2, "angles": (0, 45, 90, 135, 180), "window": 12, "width": width, "soft": True}
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    fast = glcm_features(a, features=features, **args)
+    ref = glcm_features_from_matrix(glcm(b, **args), features).permute(0, 1, 5, 2, 3, 4)
+    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
+    weights = torch.randn(fast.shape, generator=gen, dtype=torch.float64)
+    (fast * weights).sum().backward()
+    (ref * weights).sum().backward()
+    assert a.grad.abs().max() > 0
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("features", [SUPPORTED_FEATURES, ("contrast", "correlation")], ids=["joint", "histograms"])
+def test_tile_path_gradcheck(features):
+    gen = torch.Generator().manual_seed(12)
+    x = (0.05 + 0.9 * torch.rand(1, 2, 10, 11, generator=gen, dtype=torch.float64)).requires_grad_()
+
+    def fn(inp):
+        return glcm_features(inp, levels=4, distance=1, window=5, features=features, soft=True)
+
+    assert torch.autograd.gradcheck(fn, (x,), eps=1e-7, atol=1e-6)

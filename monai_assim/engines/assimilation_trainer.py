@@ -151,7 +151,7 @@ class AssimilationTrainer(SupervisedTrainer):
             loss_ce, loss_glcm = loss_fn.last_terms["ce"], loss_fn.last_terms["glcm"]
         elif assimilation_loss:
             # the loss's own cross-entropy (same label conventions and reduction), no GLCM term
-            loss = loss_fn._cross_entropy(logits, y).mean()
+            loss = loss_fn.cross_entropy(logits, y).mean()
             loss_ce, loss_glcm = loss.detach(), torch.zeros_like(loss.detach())
         else:
             loss = loss_fn(logits, y).mean()

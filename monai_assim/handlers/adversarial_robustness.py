@@ -146,6 +146,10 @@ class AdversarialRobustnessHandler:
         variant: model variant written to the results; default ``network.variant`` or ``"unknown"``.
         metric_prefix: prefix of the metric names.
         check_eps: eps of the PGD gradient-masking check (default 64/255); None skips it.
+        check_kwargs: torchattacks PGD keyword arguments of the check, over the configured PGD settings;
+            default ``{"steps": 20}`` (random start always on): at a large eps the step size of a short
+            sweep budget (``2.5 * eps / steps``) is coarse, and a check that fails for lack of steps
+            would only restate that.
         masking_tolerance: highest accuracy accepted from PGD at ``check_eps``.
         square_margin: how much lower Square's accuracy may be than the best white-box one.
         group_eps: how many eps values of an attack are crafted in one batched pass (the batch repeated
@@ -173,6 +177,7 @@ class AdversarialRobustnessHandler:
         variant: str | None = None,
         metric_prefix: str = "adv_",
         check_eps: float | None = 64 / 255,
+        check_kwargs: Mapping[str, Any] | None = None,
         masking_tolerance: float = 0.1,
         square_margin: float = 0.02,
         group_eps: int = 1,
@@ -198,6 +203,9 @@ class AdversarialRobustnessHandler:
                 raise ValueError(f"attack_eps[{name!r}] must be a non-empty grid without repeats, got {grid}.")
             self.attack_eps[key] = [validate_eps(e) for e in grid]
         self.check_eps = None if check_eps is None else validate_eps(check_eps)
+        self.check_kwargs = dict({"steps": 20} if check_kwargs is None else check_kwargs)
+        if "eps" in self.check_kwargs:
+            raise ValueError("give the eps of the check through check_eps, not in check_kwargs.")
         if int(group_eps) < 1:
             raise ValueError(f"group_eps must be >= 1, got {group_eps}.")
         self.network = network
@@ -252,7 +260,8 @@ class AdversarialRobustnessHandler:
             plan.append(("attack", name, kwargs, groups))
         if self.check_eps is not None:
             # the masking check: the configured PGD settings, always with random start
-            plan.append(("check", "PGD", {**self.attacks.get("PGD", {}), "random_start": True}, [(self.check_eps,)]))
+            kwargs = {**self.attacks.get("PGD", {}), **self.check_kwargs, "random_start": True}
+            plan.append(("check", "PGD", kwargs, [(self.check_eps,)]))
         return plan
 
     def _keys(self) -> list[tuple[str, str, float]]:

@@ -69,7 +69,15 @@ class AssimilationLoss(_Loss):
         )
         self.last_terms: dict[str, torch.Tensor] = {}
 
-    def _cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """
+        The cross-entropy term alone, with this loss's label conventions and ``reduction``
+        (what a trainer optimises for the vanilla variant).
+
+        Args:
+            logits: ``(B, K)``.
+            labels: ``(B,)`` or ``(B, 1)`` class indices, or ``(B, K)`` one-hot / class probabilities.
+        """
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] < 2:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise ValueError(f"logits must have shape (B, K) with K >= 2, got {shape}.")
@@ -104,7 +112,7 @@ class AssimilationLoss(_Loss):
         Returns:
             ``alpha * CE + (1 - alpha) * GLCM``: a scalar, or ``(B,)`` with ``reduction="none"``.
         """
-        ce = self._cross_entropy(logits, labels)
+        ce = self.cross_entropy(logits, labels)
         texture = self.glcm(assimilated, original)
         self.last_terms = {"ce": ce.detach(), "glcm": texture.detach()}
         return self.alpha * ce + (1.0 - self.alpha) * texture

@@ -122,7 +122,7 @@ class GLCMLoss(_Loss):
         if not (-_RANGE_TOL <= lo and hi <= 1.0 + _RANGE_TOL):
             raise ValueError(f"{name} values must lie on [0, 1], got min {lo} and max {hi}.")
         if img.shape[1] == 3:
-            img = torch.einsum("bchw,c->bhw", img, self.luma.to(img)).unsqueeze(1)
+            img = (img * self.luma.to(img).view(1, 3, 1, 1)).sum(1, keepdim=True)
         return img.clamp(0.0, 1.0)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
