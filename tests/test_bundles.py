@@ -49,7 +49,7 @@ def bundle_cmd(config: str | list[str], *args: str) -> list[str]:
     return [PYTHON, "-m", "monai.bundle", "run", "--config_file", files, *args]
 
 
-def run_ok(cmd: list[str], cwd: Path = REPO, timeout: int = 240) -> str:
+def run_ok(cmd: list[str], cwd: Path = REPO, timeout: int = 900) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"command failed ({proc.returncode}): {' '.join(cmd)}\n{out[-6000:]}"
@@ -310,7 +310,7 @@ def test_torchrun_gloo_two_processes(tmp_path):
     ]  # fmt: skip
     env = _env()
     env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["epochs_completed"] == 1
