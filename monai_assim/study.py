@@ -41,6 +41,7 @@ import csv
 import json
 import logging
 import math
+import shlex
 import shutil
 import sys
 import time
@@ -354,7 +355,7 @@ def run_study(
 
     doc = {
         "bundle": bundle,
-        "command": " ".join(["python -m monai_assim.study"] + sys.argv[1:]) if sys.argv[0].endswith("study.py") else None,
+        "command": shlex.join(["python", "-m", "monai_assim.study"] + sys.argv[1:]) if sys.argv[0].endswith("study.py") else None,
         "runs": {n: {"variant": RUNS[n][0], "settings": summaries[n]["settings"], "demo_data": summaries[n]["demo_data"],
                      "counts": summaries[n].get("counts"), "best_val_acc": summaries[n].get("best_metric"),
                      "epochs_run": summaries[n].get("epochs_completed"),
