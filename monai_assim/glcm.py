@@ -733,9 +733,7 @@ def _correlation_from_moments(moments: torch.Tensor, contrast: torch.Tensor, n: 
     cov = n * s_ij - s_i * s_j
     tiny = (n * _CORRELATION_STD_EPS) ** 2
     flat = (var_i <= tiny) | (var_j <= tiny)
-    one = torch.ones_like(var_i)
-    denom = torch.sqrt(torch.where(flat, one, var_i)) * torch.sqrt(torch.where(flat, one, var_j))
-    return torch.where(flat, one, cov / denom)
+    return _flat_safe_correlation(cov, var_i, var_j, flat)
 
 
 def glcm(
@@ -824,6 +822,13 @@ def _correlation(p: torch.Tensor) -> torch.Tensor:
     # a marginal on a single level has zero variance exactly; test its support rather than a rounded var
     single = ((row > 0).sum(-1) <= 1) | ((col > 0).sum(-1) <= 1)
     flat = single | (var_i < _CORRELATION_STD_EPS**2) | (var_j < _CORRELATION_STD_EPS**2)
+    return _flat_safe_correlation(cov, var_i, var_j, flat)
+
+
+def _flat_safe_correlation(
+    cov: torch.Tensor, var_i: torch.Tensor, var_j: torch.Tensor, flat: torch.Tensor
+) -> torch.Tensor:
+    """``cov / sqrt(var_i var_j)``, and 1 where ``flat`` (scikit-image's rule), with finite gradients there."""
     one = torch.ones_like(var_i)
     denom = torch.sqrt(torch.where(flat, one, var_i)) * torch.sqrt(torch.where(flat, one, var_j))
     return torch.where(flat, one, cov / denom)

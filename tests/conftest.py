@@ -16,7 +16,7 @@ def chest_xray_dir() -> Path:
     """The real Kermany chest X-ray set (``../shared/data/chest_xray``); skips where absent."""
     if not (CHEST_XRAY_DIR / "train").is_dir():
         pytest.skip(f"real chest X-rays not found at {CHEST_XRAY_DIR} (set MONAI_ASSIM_SHARED)")
-    return CHEST_XRAY_DIR
+    return CHEST_XRAY_DIR.resolve()
 
 
 @pytest.fixture(scope="session")
@@ -24,4 +24,4 @@ def mobilenet_v2_weights() -> Path:
     """The real ImageNet MobileNetV2 state dict (inputs normalised with mean 0.5, std 0.5)."""
     if not MOBILENET_V2_WEIGHTS.is_file():
         pytest.skip(f"ImageNet MobileNetV2 weights not found at {MOBILENET_V2_WEIGHTS}")
-    return MOBILENET_V2_WEIGHTS
+    return MOBILENET_V2_WEIGHTS.resolve()
