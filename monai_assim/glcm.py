@@ -314,20 +314,29 @@ def _accumulate(
     return mats / n_pairs
 
 
+def _validate(x, levels, distance, angles, window, stride, soft, width):
+    """
+    Check every argument of the GLCM functions; returns ``(stride, nH, nW, offsets, plan)`` with the
+    window grid of :func:`_window_grid` and the offset plan of :func:`_plan_offsets`.
+    """
+    _check_image(x)
+    _check_levels(levels)
+    _check_int("distance", distance, 1)
+    angles = _check_angles(angles)
+    stride, nh, nw = _window_grid(x.shape[-2], x.shape[-1], window, stride)
+    offsets, plan = _plan_offsets(distance, angles, window)
+    if soft:
+        _check_width(width)
+    return stride, nh, nw, offsets, plan
+
+
 def _per_offset(x, levels, distance, angles, window, stride, soft, width, reduce):
     """
     Validate, then for every distinct canonical offset build the windows' matrices chunk by chunk and
     map each chunk through ``reduce`` (``(n, L, L) -> (n, ...)``). Returns the stacked results
     ``(N, O, nH, nW, ...)`` and the angle plan of :func:`_plan_offsets`.
     """
-    _check_image(x)
-    _check_levels(levels)
-    _check_int("distance", distance, 1)
-    angles = _check_angles(angles)
-    stride, _, _ = _window_grid(x.shape[-2], x.shape[-1], window, stride)
-    offsets, plan = _plan_offsets(distance, angles, window)
-    if soft:
-        _check_width(width)
+    stride, _, _, offsets, plan = _validate(x, levels, distance, angles, window, stride, soft, width)
     flat = x.reshape(-1, x.shape[-2], x.shape[-1])
     chunk = max(1, _CHUNK_CELLS // (levels * levels))
     results = []
@@ -859,14 +868,7 @@ def glcm_features(
     """
     features = _check_features(features)
     if stride is None or stride == window:
-        _check_image(x)
-        _check_levels(levels)
-        _check_int("distance", distance, 1)
-        angles = _check_angles(angles)
-        _, nh, nw = _window_grid(x.shape[-2], x.shape[-1], window, stride)
-        offsets, plan = _plan_offsets(distance, angles, window)
-        if soft:
-            _check_width(width)
+        _, nh, nw, offsets, plan = _validate(x, levels, distance, angles, window, stride, soft, width)
         values = _tile_features(x, levels, offsets, window, nh, nw, soft, width, features)
     else:
         values, plan = _per_offset(
