@@ -190,6 +190,22 @@ def test_float32_close_to_float64():
         torch.testing.assert_close(f32.double(), f64, rtol=1e-5, atol=1e-5)
 
 
+def test_float32_close_to_float64_chest_xray(chest_xray_dir):
+    # real X-rays have dark, nearly flat windows where correlation's variances are tiny: float32 must stay
+    # close to float64 there too (the soft moments are centred per window for that reason)
+    files = sorted((chest_xray_dir / "test" / "NORMAL").glob("*.jpeg"))[:4]
+    files += sorted((chest_xray_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[:4]
+    x = torch.cat([load_xray(f) for f in files]).double()
+    x[0, 0, :60, :60] = 0.0  # flat windows: black, off a bin centre, white
+    x[1, 0, :60, :60] = 0.5
+    x[2, 0, :60, :60] = 1.0
+    for soft in (False, True):
+        for levels in (16, 32):
+            f64 = glcm_features(x, levels=levels, features=SUPPORTED_FEATURES, soft=soft)
+            f32 = glcm_features(x.float(), levels=levels, features=SUPPORTED_FEATURES, soft=soft)
+            torch.testing.assert_close(f32.double(), f64, rtol=0, atol=1e-4)
+
+
 def test_sot_matrix_layout():
     x = torch.rand(2, 1, 40, 60, generator=torch.Generator().manual_seed(7))
     f = glcm_features(x, levels=8)
@@ -271,6 +287,34 @@ def test_tile_path_equals_matrix_path():
             (fast * weights).sum().backward()
             (ref * weights).sum().backward()
             torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "features",
+    [SUPPORTED_FEATURES, ("contrast", "homogeneity", "correlation", "dissimilarity"), ("asm", "entropy")],
+    ids=["joint", "histograms", "joint-only"],
+)
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+def test_tile_path_chunks_equal_matrix_path(monkeypatch, features, soft):
+    # the tile path processes chunks of images with chunk-relative keys; with chunks of 2 images, 5 images
+    # (the last chunk partial) must give the per-window matrices' values and gradients
+    import monai_assim.glcm as glcm_module
+    from monai_assim.glcm import glcm_features_from_matrix
+
+    gen = torch.Generator().manual_seed(13)
+    x = torch.rand(5, 1, 24, 26, generator=gen, dtype=torch.float64)
+    x[3, 0, :12, :12] = 0.53  # a flat tile
+    monkeypatch.setattr(glcm_module, "_TILE_CHUNK_PIXELS", 2 * 24 * 26)
+    args = {"levels": 8, "distance": 2, "window": 12, "soft": soft}
+    a, b = x.clone().requires_grad_(soft), x.clone().requires_grad_(soft)
+    fast = glcm_features(a, features=features, **args)
+    ref = glcm_features_from_matrix(glcm(b, **args), features).permute(0, 1, 5, 2, 3, 4)
+    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
+    if soft:
+        weights = torch.randn(fast.shape, generator=gen, dtype=torch.float64)
+        (fast * weights).sum().backward()
+        (ref * weights).sum().backward()
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-8)
 
 
 @pytest.mark.parametrize(
