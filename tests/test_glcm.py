@@ -267,26 +267,35 @@ def test_bad_inputs(kwargs, error, match):
         glcm_features(x, **kwargs)
 
 
+def assert_tile_path_matches_matrices(x, features, gen, **args):
+    """
+    glcm_features of ``x`` (the tile path when stride == window) must equal the features of the per-window
+    matrices of glcm(), values and (soft) gradients under random weights; returns the tile path's gradient.
+    """
+    from monai_assim.glcm import glcm_features_from_matrix
+
+    soft = args.get("soft", False)
+    a, b = x.clone().requires_grad_(soft), x.clone().requires_grad_(soft)
+    fast = glcm_features(a, features=features, **args)
+    ref = glcm_features_from_matrix(glcm(b, **args), features).permute(0, 1, 5, 2, 3, 4)  # (B, C, F, A, nH, nW)
+    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
+    if not soft:
+        return None
+    weights = torch.randn(fast.shape, generator=gen, dtype=torch.float64)
+    (fast * weights).sum().backward()
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-8)
+    return a.grad
+
+
 def test_tile_path_equals_matrix_path():
     # stride == window takes the tile path (no matrices for the linear features and correlation); it must
     # equal the features of the per-window matrices of glcm(), values and gradients, hard and soft
-    from monai_assim.glcm import glcm_features_from_matrix
-
     gen = torch.Generator().manual_seed(10)
     x = torch.rand(2, 1, 45, 47, generator=gen, dtype=torch.float64)
     x[0, 0, :20, :20] = 0.53  # a flat tile off a bin centre
     for soft in (False, True):
-        a = x.clone().requires_grad_(soft)
-        b = x.clone().requires_grad_(soft)
-        fast = glcm_features(a, levels=8, features=SUPPORTED_FEATURES, soft=soft)
-        ref = glcm_features_from_matrix(glcm(b, levels=8, soft=soft), SUPPORTED_FEATURES)  # (B, C, A, nH, nW, F)
-        ref = ref.permute(0, 1, 5, 2, 3, 4)
-        torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
-        if soft:
-            weights = torch.rand(fast.shape, generator=gen, dtype=torch.float64)
-            (fast * weights).sum().backward()
-            (ref * weights).sum().backward()
-            torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-8)
+        assert_tile_path_matches_matrices(x, SUPPORTED_FEATURES, gen, levels=8, soft=soft)
 
 
 @pytest.mark.parametrize(
@@ -299,22 +308,12 @@ def test_tile_path_chunks_equal_matrix_path(monkeypatch, features, soft):
     # the tile path processes chunks of images with chunk-relative keys; with chunks of 2 images, 5 images
     # (the last chunk partial) must give the per-window matrices' values and gradients
     import monai_assim.glcm as glcm_module
-    from monai_assim.glcm import glcm_features_from_matrix
 
     gen = torch.Generator().manual_seed(13)
     x = torch.rand(5, 1, 24, 26, generator=gen, dtype=torch.float64)
     x[3, 0, :12, :12] = 0.53  # a flat tile
     monkeypatch.setattr(glcm_module, "_TILE_CHUNK_PIXELS", 2 * 24 * 26)
-    args = {"levels": 8, "distance": 2, "window": 12, "soft": soft}
-    a, b = x.clone().requires_grad_(soft), x.clone().requires_grad_(soft)
-    fast = glcm_features(a, features=features, **args)
-    ref = glcm_features_from_matrix(glcm(b, **args), features).permute(0, 1, 5, 2, 3, 4)
-    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
-    if soft:
-        weights = torch.randn(fast.shape, generator=gen, dtype=torch.float64)
-        (fast * weights).sum().backward()
-        (ref * weights).sum().backward()
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-8)
+    assert_tile_path_matches_matrices(x, features, gen, levels=8, distance=2, window=12, soft=soft)
 
 
 @pytest.mark.parametrize(
@@ -326,8 +325,6 @@ def test_tile_path_chunks_equal_matrix_path(monkeypatch, features, soft):
 def test_tile_backward_equals_autograd(features, width):
     # the tile path's hand-written backward (_SoftTileSums) must equal plain autograd through the per-window
     # matrices of glcm() and glcm_features_from_matrix, with a flat tile and pixels near bin edges
-    from monai_assim.glcm import glcm_features_from_matrix
-
     gen = torch.Generator().manual_seed(11)
     x = torch.rand(2, 2, 29, 33, generator=gen, dtype=torch.float64)
     x[0, 1, :12, :12] = 0.53  # a flat tile off a bin centre
@@ -336,15 +333,8 @@ def test_tile_backward_equals_autograd(features, width):
     near = torch.rand(x.shape, generator=gen) < 0.3
     x = torch.where(near, (edges + 0.002 * (torch.rand(x.shape, generator=gen) - 0.5)).clamp(0, 1), x)
     args = {"levels": 8, "distance": 2, "angles": (0, 45, 90, 135, 180), "window": 12, "width": width, "soft": True}
-    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
-    fast = glcm_features(a, features=features, **args)
-    ref = glcm_features_from_matrix(glcm(b, **args), features).permute(0, 1, 5, 2, 3, 4)
-    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
-    weights = torch.randn(fast.shape, generator=gen, dtype=torch.float64)
-    (fast * weights).sum().backward()
-    (ref * weights).sum().backward()
-    assert a.grad.abs().max() > 0
-    torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-8)
+    grad = assert_tile_path_matches_matrices(x, features, gen, **args)
+    assert grad.abs().max() > 0
 
 
 @pytest.mark.parametrize("features", [SUPPORTED_FEATURES, ("contrast", "correlation")], ids=["joint", "histograms"])
