@@ -425,18 +425,23 @@ def _tile_features(
     """
     Features of non-overlapping tiles (``stride == window``) for the canonical ``offsets``:
     ``(N, O, nH, nW, F)``. The tiles are views of the image (no unfold copy), and each pair is the same
-    element of two shifted views (:func:`_tile_pairs`), so per-tile sums over pairs are reductions.
+    element of two shifted views (:func:`_tile_pairs`), so per-tile sums over pairs are reductions. The
+    images are processed in chunks (:func:`_chunk_images`), every offset of a chunk before the next chunk,
+    with keys relative to the chunk, so that a chunk's keys, products and accumulators stay in cache.
 
-    - features linear in ``P`` (contrast, dissimilarity, both homogeneities): a per-tile histogram of the
-      level difference ``D = a_p - a_q`` of the pairs (one ``index_add``; in soft mode also of ``t_p``,
-      ``t_q`` and ``t_p t_q``) times the weights of :func:`_difference_table`;
-    - correlation: the marginal moments are per-tile sums of the level ``i`` (soft: ``a + t``) and of
-      ``E[i^2]`` (soft: ``(a + t)^2 + t (1 - t)``) over the first and over the second pixels (one matmul
-      of the tiles with the 0/1 masks of :func:`_region_masks`), with levels
-      shifted by the tile's top-left level (which changes nothing but keeps the sums small), and
-      ``E[ij] = (E[i^2] + E[j^2] - contrast) / 2`` (:func:`_correlation_from_moments`);
-    - asm, energy and entropy: the joint matrix (hard: accumulated for a chunk of images at a time and
-      reduced at once; soft: for all tiles, and then the linear features come from it too).
+    - With asm, energy or entropy, the joint matrices ``C`` of a chunk are accumulated (one
+      ``scatter_add_`` per pair; soft: four, at the corners of the pair's memberships) and everything
+      comes from them: the features linear in ``P`` (contrast, dissimilarity, both homogeneities) as
+      ``C @ W`` (:func:`_joint_table`); asm as ``<C, C>``; entropy; the moments of correlation as ``C``
+      times the weights ``i, j, i^2, j^2`` (hard: whole numbers, exact) or, soft, from the marginals of
+      ``C`` about the level of the tile's top-left pixel (:func:`_centred_moments`).
+    - Otherwise the linear features come from a per-tile histogram of the level difference
+      ``D = a_p - a_q`` (soft: of ``1``, ``t_p``, ``t_q`` and ``t_p t_q``) times the weights of
+      :func:`_difference_table`, and the moments of correlation from per-tile sums of the level ``i``
+      (soft: ``a + t``) and of ``E[i^2]`` (soft: ``(a + t)^2 + t (1 - t)``) over the first and over the
+      second pixels (:func:`_region_sums`), shifted by the tile's top-left level.
+    - Correlation is ``cov / sqrt(var_i var_j)`` with ``E[ij] = (E[i^2] + E[j^2] - contrast) / 2``
+      (:func:`_correlation_from_moments`, in float64).
 
     In soft mode the per-tile sums come from :class:`_SoftTileSums`, whose backward computes the gradient
     with respect to ``x`` directly.
@@ -549,11 +554,11 @@ def _tile_features(
     return torch.stack(out, 1)
 
 
-# a chunk of images of the tile paths holds about this many pixels and at most this many accumulator
-# cells (1 MiB in float32), so that its keys, products and matrices stay in cache through the offsets
-# (chunk sizes measured in docs/performance.md)
-_TILE_CHUNK_PIXELS = 1 << 18
-_TILE_CHUNK_CELLS = 1 << 18
+# a chunk of images of the tile paths holds at most about this many pixels and this many accumulator
+# cells (2 MiB in float32), so that its keys, products and matrices stay in cache through the offsets,
+# while its operations stay large enough for their overhead (chunk sizes measured in docs/glcm.md)
+_TILE_CHUNK_PIXELS = 1 << 19
+_TILE_CHUNK_CELLS = 1 << 19
 
 
 def _chunk_images(pixels_per_image: int, tiles_per_image: int, cells_per_tile: int) -> int:
@@ -619,14 +624,16 @@ class _SoftTileSums(torch.autograd.Function):
     Per-tile statistics of the soft co-occurrences of non-overlapping tiles, with a hand-written backward.
 
     Every pixel has memberships ``(u, t) = (1 - t, t)`` on levels ``(a, a + 1)`` (:func:`_soft_lower_bin`).
-    For each canonical offset, forward (no autograd graph) accumulates into one reused buffer either the
-    unnormalised joint matrices ``C = sum_pairs m(p) m(q)^T`` (``joint``; a pair adds ``u_p u_q``,
-    ``t_p u_q``, ``u_p t_q``, ``t_p t_q`` at ``(a_p, a_q)``, ``(a_p + 1, a_q)``, ``(a_p, a_q + 1)``,
-    ``(a_p + 1, a_q + 1)``: one ``index_add`` each, into shifted views of the buffer), or the histograms
-    over ``D = a_p - a_q`` of ``1, t_p, t_q, t_p t_q`` (see :func:`_difference_table`), and reduces them
-    at once to the statistics ``names`` (sums over pairs of the linear features; ``asm``: ``sum C^2``;
-    ``entropy``: of ``C / N_o``): ``(O, n_tiles, len(names))``. With ``corr`` it also returns the region
-    sums of :func:`_region_sums` (``(2, n_tiles, 2 O)``).
+    For every chunk of images (:class:`_SoftTileState`) and canonical offset, forward (no autograd graph)
+    accumulates into one reused buffer either the unnormalised joint matrices ``C = sum_pairs m(p) m(q)^T``
+    (``joint``; a pair adds ``u_p u_q``, ``t_p u_q``, ``u_p t_q``, ``t_p t_q`` at ``(a_p, a_q)``,
+    ``(a_p + 1, a_q)``, ``(a_p, a_q + 1)``, ``(a_p + 1, a_q + 1)``: one ``scatter_add_`` each, into
+    shifted views of the buffer), or the histograms over ``D = a_p - a_q`` of ``1, t_p, t_q, t_p t_q``
+    (see :func:`_difference_table`), and reduces them at once to the statistics: the sums over pairs of
+    the linear features of ``names``; with ``corr`` and ``joint``, the centred moments
+    (:func:`_centred_moments`); ``asm``: ``sum C^2``; ``entropy``: of ``C / N_o``. Returns
+    ``(O, n_tiles, k)`` and, with ``corr`` but not ``joint``, the region sums of :func:`_region_sums`
+    (``(2, n_tiles, 2 O)``; otherwise an empty tensor). The per-pixel state is kept for backward.
 
     Backward first turns the incoming gradient into ``G = dloss/dC`` (or ``dloss/dhist``) per offset.
     ``C`` is bilinear in ``(t_p, t_q)``, so a pair contributes ``dt_p = G_p[k] + t_q G_x[k]`` and
@@ -709,6 +716,9 @@ class _SoftTileSums(torch.autograd.Function):
             n_lin = 0 if table is None else table.shape[1]
             for images, tiles in state.chunks():
                 t_tiles = state.t_tiles[images]
+                if corr and joint:  # the levels about the tiles' centres, d and d^2 (see _centred_moments)
+                    d = torch.arange(lv, dtype=x.dtype, device=x.device) - state.centre(images).unsqueeze(-1)
+                    d2 = d * d
                 for o, offset in enumerate(offsets):
                     n_pairs = (window - offset[0]) * (window - abs(offset[1]))
                     g_stat = grad_stats[o, tiles]  # (tiles of the chunk, len(names))
@@ -718,11 +728,10 @@ class _SoftTileSums(torch.autograd.Function):
                     else:
                         g = torch.zeros(g_stat.shape[0], lv * lv, dtype=x.dtype, device=x.device)
                     col = n_lin
-                    if corr and joint:  # moments S_i, S_j, S_ii, S_jj of d = level - the tile's centre
-                        d = torch.arange(lv, dtype=g.dtype, device=g.device) - state.centre(images).unsqueeze(-1)
+                    if corr and joint:  # moments S_i, S_j, S_ii, S_jj
                         g_m = g_stat[:, col : col + 4]
-                        g_rows = torch.addcmul(g_m[:, 0:1] * d, g_m[:, 2:3], d * d)
-                        g_cols = torch.addcmul(g_m[:, 1:2] * d, g_m[:, 3:4], d * d)
+                        g_rows = torch.addcmul(g_m[:, 0:1] * d, g_m[:, 2:3], d2)
+                        g_cols = torch.addcmul(g_m[:, 1:2] * d, g_m[:, 3:4], d2)
                         g.view(-1, lv, lv).add_(g_rows.unsqueeze(-1)).add_(g_cols.unsqueeze(-2))
                         col += 4
                     if "asm" in names:
@@ -733,7 +742,7 @@ class _SoftTileSums(torch.autograd.Function):
                         dent = -(torch.log(torch.where(p > 0, p, torch.ones_like(p))) + (p > 0).to(p.dtype)) / n_pairs
                         g.addcmul_(dent, g_stat[:, col : col + 1])
                     t_p, t_q = _tile_pairs(t_tiles, offset)
-                    key = state.key(offset, images)
+                    key = state.key(offset, images, wide=False)
                     if joint:
                         # differences of G along rows, columns and both at the corners (flat shifted views;
                         # entries past a row or a tile are garbage but never gathered, as a_p, a_q <= L - 2)
@@ -834,10 +843,15 @@ class _SoftTileState:
         inside = (self.ramp >= 0) & (self.ramp <= 1)
         return inside.to(self.ramp.dtype).mul_(self.levels / self.width)
 
-    def key(self, offset: tuple[int, int], images: slice) -> torch.Tensor:
-        """The chunk-relative key of every in-tile pair of ``offset`` in the images ``images`` (int64, flat)."""
+    def key(self, offset: tuple[int, int], images: slice, wide: bool = True) -> torch.Tensor:
+        """
+        The chunk-relative key of every in-tile pair of ``offset`` in the images ``images``, flat: int64 for
+        ``scatter_add_`` (``wide``), else int32 (enough for ``index_select``, and cheaper to write).
+        """
         first, _ = _tile_pairs(self._first[images], offset)
         _, a_q = _tile_pairs(self.lev_tiles[images], offset)
+        if not wide:
+            return (first + a_q if self.joint else first - a_q).view(-1)
         if self._key is None or self._key.numel() < first.numel():
             self._key = torch.empty(first.numel(), dtype=torch.int64, device=first.device)
         out = self._key[: first.numel()].view(first.shape)
