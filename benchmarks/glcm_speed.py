@@ -10,17 +10,20 @@
     (no warm-up: after one, the step reuses memory the allocator kept and the rise reads 0). tracemalloc
     cannot see torch's allocations, and ru_maxrss is dominated by the import-time peak.
 
-The two sides of each ratio are timed alternately, repeat by repeat, and each side's best time is used:
-on a shared machine the memory bandwidth left to this VM changes from minute to minute, and it slows
-the memory-bound GLCM code more than the compute-bound ResNet18, so timing one side after the other
-would compare different machines. The medians are printed too.
+The two sides of each ratio are timed alternately, repeat by repeat, and each side's best time is used
+(the medians are printed too): on this shared 2-vCPU machine there are episodes of a minute or more in
+which two-thread runs of the GLCM code (many medium-sized parallel operations) take about twice as long
+while one-thread runs and large matrix products (ResNet18) keep their speed (docs/performance.md), so
+timing one side after the other would compare different machines. (a) and (b) are measured with
+torch's default thread count and with one thread (``--threads 0,1``).
 
-Usage: python benchmarks/glcm_speed.py [--skimage-windows 300] [--repeats 5] [--threads 0]
+Usage: python benchmarks/glcm_speed.py [--skimage-windows 300] [--repeats 5] [--threads 0,1]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -125,29 +128,20 @@ def peak_memory_child(channels: int) -> None:
     print(before, max(peak[0], rss()))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--skimage-windows", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.child:
-        peak_memory_child(args.child)
-        return
-
+def speed(threads: int, args) -> None:
+    """(a) and (b) with ``threads`` intra-op threads (0: torch's default)."""
+    torch.set_num_threads(threads or DEFAULT_THREADS)
     torch.manual_seed(0)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.repeats} alternating repeats after "
-        f"a warm-up; best (median) times"
+        f"-- {torch.get_num_threads()} thread(s) ({'torch default' if not threads else 'set'}); {args.repeats} "
+        f"alternating repeats after a warm-up; best (median) times"
     )
     x = torch.rand(B, 1, H, W)
 
     # (a)
     n_total = B * (H // 20) * (W // 20)
-    times = alternate({"ours": lambda: glcm_features(x), "skimage": skimage_windows(x, args.skimage_windows)}, args.repeats)
+    functions = {"ours": lambda: glcm_features(x), "skimage": skimage_windows(x, args.skimage_windows)}
+    times = alternate(functions, args.repeats)
     ours, ours_med = best_and_median(times["ours"])
     sk, sk_med = (t / args.skimage_windows * n_total for t in best_and_median(times["skimage"]))
     print(
@@ -180,15 +174,38 @@ def main() -> None:
             f"on medians) (target <= 0.05)"
         )
 
+
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skimage-windows", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--threads", default="0,1", help="comma-separated torch intra-op thread counts, each measured in turn (0: torch's default)"
+    )
+    parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    thread_counts = [int(v) for v in args.threads.split(",")]
+    if args.child:
+        torch.set_num_threads(thread_counts[0] or DEFAULT_THREADS)
+        peak_memory_child(args.child)
+        return
+
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs")
+    for threads in thread_counts:
+        speed(threads, args)
+
     # (c)
     for channels in (1, 3):
-        command = [sys.executable, __file__, "--child", str(channels), "--threads", str(torch.get_num_threads())]
+        command = [sys.executable, __file__, "--child", str(channels), "--threads", str(thread_counts[0])]
         out = subprocess.run(command, capture_output=True, text=True, check=True)
         before, after = (int(v) for v in out.stdout.split())
         print(
-            f"(c) peak memory of (b), pred with {channels} channel(s): sampled RSS of a fresh process rises by "
-            f"{(after - before) / 2**20:.0f} MiB during its first forward+backward (peak RSS {after / 2**20:.0f} MiB "
-            f"in all, torch and inputs included)"
+            f"(c) peak memory of (b), pred with {channels} channel(s), {thread_counts[0] or DEFAULT_THREADS} thread(s): "
+            f"sampled RSS of a fresh process rises by {(after - before) / 2**20:.0f} MiB during its first "
+            f"forward+backward (peak RSS {after / 2**20:.0f} MiB in all, torch and inputs included)"
         )
 
 

@@ -521,8 +521,7 @@ def _tile_features(
                 if want_asm:
                     cols.append(torch.linalg.vecdot(cells, cells).unsqueeze(-1) / (n_pairs * n_pairs))
                 if "entropy" in features and want_joint:
-                    p = cells / n_pairs
-                    cols.append(-torch.linalg.vecdot(p, torch.log(torch.where(p > 0, p, torch.ones_like(p)))).unsqueeze(-1))
+                    cols.append(_entropy_of_counts(cells, n_pairs).unsqueeze(-1))
                 torch.cat(cols, -1, out=stats[o, s * nh * nw : e * nh * nw])
         n_lin = len(diff_names)
         for o, offset in enumerate(offsets):
@@ -549,7 +548,8 @@ def _tile_features(
             if "moments" in vals:
                 moments = vals["moments"]
             else:
-                moments = region_sums[:, :, 2 * o : 2 * o + 2].permute(0, 2, 1).reshape(4, n_tiles)  # S_i, S_j, S_ii, S_jj
+                # S_i, S_j, S_ii, S_jj
+                moments = region_sums[:, :, 2 * o : 2 * o + 2].permute(0, 2, 1).reshape(4, n_tiles)
             vals["correlation"] = _correlation_from_moments(moments, vals["contrast"], n_pairs)
         out.append(torch.stack([vals[f].to(dtype) for f in features], -1).view(n_img, nh, nw, -1))
     return torch.stack(out, 1)
@@ -614,12 +614,6 @@ def _region_sums(
     return torch.stack(out)
 
 
-def _soft_ramp(x: torch.Tensor, levels: int, width: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(a, t)`` of :func:`_soft_lower_bin` without autograd, ``a`` in the dtype of ``x``."""
-    edge = torch.clamp(torch.round(x * levels), 1, levels - 1)
-    return edge - 1, torch.clamp((x - edge / levels) * (levels / width) + 0.5, 0.0, 1.0)
-
-
 class _SoftTileSums(torch.autograd.Function):
     """
     Per-tile statistics of the soft co-occurrences of non-overlapping tiles, with a hand-written backward.
@@ -642,7 +636,7 @@ class _SoftTileSums(torch.autograd.Function):
     differences of ``G`` along rows, columns and both (joint) or its ``t_p, t_q, t_p t_q`` channels
     (histograms): three gathers per pair. They are added to one gradient tensor of the image through
     in-place views (the first and the second pixels of the pairs), which is finally multiplied by
-    ``dt/dx`` (:func:`_soft_ramp`). Double backward is not supported.
+    ``dt/dx`` (:meth:`_SoftTileState.slope`). Double backward is not supported.
     """
 
     @staticmethod
@@ -685,8 +679,7 @@ class _SoftTileSums(torch.autograd.Function):
                     if "asm" in names:
                         cols.append(torch.linalg.vecdot(cells, cells).unsqueeze(-1))
                     if "entropy" in names:
-                        p = cells / n_pairs
-                        cols.append(-torch.linalg.vecdot(p, torch.log(torch.where(p > 0, p, torch.ones_like(p)))).unsqueeze(-1))
+                        cols.append(_entropy_of_counts(cells, n_pairs).unsqueeze(-1))
                     if keep:
                         saved[o, tiles] = cells
                 else:
@@ -694,7 +687,8 @@ class _SoftTileSums(torch.autograd.Function):
                     buf[1].scatter_add_(0, key, t_p.reshape(-1))
                     buf[2].scatter_add_(0, key, t_q.reshape(-1))
                     buf[3].scatter_add_(0, key, (t_p * t_q).reshape(-1))
-                    cols.append(_times_table(buf.view(4, n_chunk, -1).permute(1, 2, 0).reshape(n_chunk, -1), padded, n_table))
+                    hist = buf.view(4, n_chunk, -1).permute(1, 2, 0).reshape(n_chunk, -1)  # (tiles, bins x channels)
+                    cols.append(_times_table(hist, padded, n_table))
                 torch.cat(cols, -1, out=stats[o, tiles])
         if corr and not joint:  # with the joint matrices, the moments are among the stats
             region = _region_sums(state.lower_tiles, state.t_tiles, list(offsets), dtype)
@@ -772,7 +766,9 @@ class _SoftTileSums(torch.autograd.Function):
         return (grad_t.mul_(state.slope()),) + (None,) * 9
 
 
-def _stat_table(levels: int, names: tuple, joint: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+def _stat_table(
+    levels: int, names: tuple, joint: bool, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor | None:
     """
     Weights from the joint cells (:func:`_joint_table`) or from the soft difference histograms
     (:func:`_difference_table`) to the linear features of ``names``.
@@ -818,8 +814,8 @@ class _SoftTileState:
         self.n_tiles = n_img * nh * nw
         n_cells = levels * levels if joint else 2 * levels - 1
         self.chunk = min(n_img, _chunk_images(x.shape[-2] * x.shape[-1], nh * nw, n_cells))
-        # _soft_ramp with fewer passes over the image: edge = clamp(round(x L), 1, L - 1), a = edge - 1,
-        # ramp = (x L - edge) / width + 1/2 (unclamped, kept for dt/dx) and t = clamp(ramp, 0, 1)
+        # _soft_lower_bin without autograd, in few passes over the image: edge = clamp(round(x L), 1, L - 1),
+        # a = edge - 1, ramp = (x L - edge) / width + 1/2 (unclamped, kept for dt/dx), t = clamp(ramp, 0, 1)
         scaled = x * levels
         edge = torch.round(scaled).clamp_(1, levels - 1)
         self.ramp = scaled.sub_(edge)
@@ -841,7 +837,7 @@ class _SoftTileState:
         self._key = None
 
     def centre(self, images: slice) -> torch.Tensor:
-        """The level ``a`` of the top-left pixel of every tile of ``images``, flat: a constant centre for the moments."""
+        """The level ``a`` of the top-left pixel of every tile of ``images``, flat (the moments' centre)."""
         return self.lower_tiles[images][:, :, 0, :, 0].reshape(-1)
 
     def chunks(self):
@@ -869,6 +865,12 @@ class _SoftTileState:
         out = self._key[: first.numel()].view(first.shape)
         (torch.add if self.joint else torch.sub)(first, a_q, out=out)
         return out.view(-1)
+
+
+def _entropy_of_counts(cells: torch.Tensor, n_pairs: int) -> torch.Tensor:
+    """``-sum p ln p`` of ``p = cells / n_pairs`` over the last dimension (``0 ln 0 = 0``)."""
+    p = cells / n_pairs
+    return -torch.linalg.vecdot(p, torch.log(torch.where(p > 0, p, torch.ones_like(p))))
 
 
 def _centred_moments(cells: torch.Tensor, centre: torch.Tensor, levels: int) -> torch.Tensor:
