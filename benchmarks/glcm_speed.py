@@ -37,6 +37,7 @@ from monai_assim.glcm import DEFAULT_ANGLES, PAPER_FEATURES, glcm_features, quan
 from monai_assim.losses import GLCMLoss
 
 B, H, W = 32, 224, 224
+DEFAULT_THREADS = torch.get_num_threads()  # torch's default, before any --threads
 
 
 def alternate(fns: dict, repeats: int) -> dict:
@@ -173,9 +174,6 @@ def speed(threads: int, args) -> None:
             f"32x1x224x224: {t * 1e3:.0f} ms ({t_med * 1e3:.0f}); ratio {t / t_res:.3f} ({t_med / t_res_med:.3f} "
             f"on medians) (target <= 0.05)"
         )
-
-
-DEFAULT_THREADS = torch.get_num_threads()
 
 
 def main() -> None:

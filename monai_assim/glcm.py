@@ -270,8 +270,7 @@ def _pair_terms(
     ``(a_p + u, a_q + v)``, ``(u, v) = (0, 0), (1, 0), (0, 1), (1, 1)``, and ``cells[w, k] = a_p (L - 1) + a_q``
     indexes the ``(L - 1) x (L - 1)`` grid of the corners ``(a_p, a_q)``.
     """
-    dr, dc = offset
-    n_pairs = (window - dr) * (window - abs(dc))
+    n_pairs = _n_pairs(offset, window)
     if soft:
         lower, t = _soft_lower_bin(x, levels, width)
         a_p, a_q = _pair_maps(lower, offset)
@@ -456,27 +455,13 @@ def _tile_features(
     diff_names = linear + (["contrast"] if want_corr and "contrast" not in linear else [])
     want_asm = "asm" in features or "energy" in features
 
-    per_offset: list[dict[str, torch.Tensor]] = [{} for _ in offsets]
     if soft:
         # per-tile statistics from the custom autograd function: the features linear in P (as sums over
         # pairs), and the unnormalised sum C_ij^2 and entropy of the joint matrix where asked
         joint = want_joint
         names = diff_names + (["asm"] if want_asm else []) + (["entropy"] if "entropy" in features else [])
         stats, region_sums = _SoftTileSums.apply(flat, lv, width, tuple(offsets), window, nh, nw, joint, tuple(names), want_corr)
-        n_lin = len(diff_names)
-        for o, offset in enumerate(offsets):
-            n_pairs = (window - offset[0]) * (window - abs(offset[1]))
-            vals = per_offset[o]
-            vals.update({f: stats[o, :, k] / n_pairs for k, f in enumerate(diff_names)})
-            col = n_lin
-            if want_corr and joint:  # the moments of correlation come from the joint matrices
-                vals["moments"] = stats[o, :, col : col + 4].t()  # S_i, S_j, S_ii, S_jj
-                col += 4
-            if want_asm:
-                vals["asm"] = stats[o, :, col] / (n_pairs * n_pairs)
-                col += 1
-            if "entropy" in features:
-                vals["entropy"] = stats[o, :, col]
+        per_offset = _split_stats(stats, offsets, window, diff_names, want_corr and joint, want_asm, "entropy" in features)
     else:
         # hard sums are whole numbers below window^2 (L - 1)^2: exact in float32 while that is below 2**24
         exact32 = window * window * (lv - 1) ** 2 < 2**24
@@ -510,7 +495,7 @@ def _tile_features(
             e = min(s + chunk, n_img)
             n_chunk = (e - s) * nh * nw
             for o, offset in enumerate(offsets):  # at most four canonical offsets per distance
-                n_pairs = (window - offset[0]) * (window - abs(offset[1]))
+                n_pairs = _n_pairs(offset, window)
                 f_p, _ = _tile_pairs(first[s:e], offset)
                 _, a_q = _tile_pairs(lev_tiles[s:e], offset)
                 key = keys[: f_p.numel()].view(f_p.shape)
@@ -519,29 +504,17 @@ def _tile_features(
                 cells = cells.scatter_add_(0, key.view(-1), ones[: key.numel()]).view(n_chunk, n_cells)
                 cols = [_times_table(cells, table, n_table)] if n_table else []
                 if want_asm:
-                    cols.append(torch.linalg.vecdot(cells, cells).unsqueeze(-1) / (n_pairs * n_pairs))
+                    cols.append(torch.linalg.vecdot(cells, cells).unsqueeze(-1))
                 if "entropy" in features and want_joint:
                     cols.append(_entropy_of_counts(cells, n_pairs).unsqueeze(-1))
                 torch.cat(cols, -1, out=stats[o, s * nh * nw : e * nh * nw])
-        n_lin = len(diff_names)
-        for o, offset in enumerate(offsets):
-            n_pairs = (window - offset[0]) * (window - abs(offset[1]))
-            vals = per_offset[o]
-            vals.update({f: stats[o, :, k] / n_pairs for k, f in enumerate(diff_names)})
-            col = n_table
-            if want_corr and want_joint:
-                region_sums = None
-                vals["moments"] = stats[o, :, n_lin:col].t()  # S_i, S_j, S_ii, S_jj
-            if want_asm:
-                vals["asm"] = stats[o, :, col]
-                col += 1
-            if "entropy" in features and want_joint:
-                vals["entropy"] = stats[o, :, col]
+        moments = want_corr and want_joint  # the last 4 columns of the joint table
+        per_offset = _split_stats(stats, offsets, window, diff_names, moments, want_asm, "entropy" in features)
 
     out = []
     for o, offset in enumerate(offsets):
         vals = per_offset[o]
-        n_pairs = (window - offset[0]) * (window - abs(offset[1]))
+        n_pairs = _n_pairs(offset, window)
         if "asm" in vals:
             vals["energy"] = torch.sqrt(vals["asm"])  # asm >= 1 / L^2 > 0
         if want_corr:
@@ -553,6 +526,36 @@ def _tile_features(
             vals["correlation"] = _correlation_from_moments(moments, vals["contrast"], n_pairs)
         out.append(torch.stack([vals[f].to(dtype) for f in features], -1).view(n_img, nh, nw, -1))
     return torch.stack(out, 1)
+
+
+def _n_pairs(offset: tuple[int, int], window: int) -> int:
+    """The number of pairs of ``offset`` inside one ``window x window`` window, ``N_o``."""
+    return (window - offset[0]) * (window - abs(offset[1]))
+
+
+def _split_stats(
+    stats: torch.Tensor, offsets: list, window: int, linear: list, moments: bool, asm: bool, entropy: bool
+) -> list[dict[str, torch.Tensor]]:
+    """
+    Per offset, the features in the per-tile statistics ``(O, n_tiles, k)`` of the tile paths, whose
+    columns are the pair sums of the ``linear`` features, then (``moments``) ``S_i, S_j, S_ii, S_jj``, then
+    (``asm``) ``sum C^2``, then (``entropy``) the entropy; the sums are normalised by ``N_o`` (``N_o^2``).
+    """
+    out = []
+    for o, offset in enumerate(offsets):
+        n_pairs = _n_pairs(offset, window)
+        vals = {f: stats[o, :, k] / n_pairs for k, f in enumerate(linear)}
+        col = len(linear)
+        if moments:
+            vals["moments"] = stats[o, :, col : col + 4].t()
+            col += 4
+        if asm:
+            vals["asm"] = stats[o, :, col] / (n_pairs * n_pairs)
+            col += 1
+        if entropy:
+            vals["entropy"] = stats[o, :, col]
+        out.append(vals)
+    return out
 
 
 # a chunk of images of the tile paths holds at most about this many pixels and this many accumulator
@@ -657,9 +660,10 @@ class _SoftTileSums(torch.autograd.Function):
         for images, tiles in state.chunks():
             t_tiles = state.t_tiles[images]
             u_tiles = 1 - t_tiles if joint else None
+            centre = state.centre(images) if moments else None  # the same for every offset
             n_chunk = t_tiles.shape[0] * nh * nw
             for o, offset in enumerate(offsets):
-                n_pairs = (window - offset[0]) * (window - abs(offset[1]))
+                n_pairs = _n_pairs(offset, window)
                 key = state.key(offset, images)
                 t_p, t_q = _tile_pairs(t_tiles, offset)
                 buf = buffer[:, : n_chunk * n_cells].zero_()
@@ -675,7 +679,7 @@ class _SoftTileSums(torch.autograd.Function):
                     if table is not None:
                         cols.append(_times_table(cells, padded, n_table))
                     if moments:
-                        cols.append(_centred_moments(cells, state.centre(images), lv))
+                        cols.append(_centred_moments(cells, centre, lv))
                     if "asm" in names:
                         cols.append(torch.linalg.vecdot(cells, cells).unsqueeze(-1))
                     if "entropy" in names:
@@ -717,7 +721,7 @@ class _SoftTileSums(torch.autograd.Function):
                     d = torch.arange(lv, dtype=x.dtype, device=x.device) - state.centre(images).unsqueeze(-1)
                     d2 = d * d
                 for o, offset in enumerate(offsets):
-                    n_pairs = (window - offset[0]) * (window - abs(offset[1]))
+                    n_pairs = _n_pairs(offset, window)
                     g_stat = grad_stats[o, tiles]  # (tiles of the chunk, len(names))
                     # G = dloss / d(joint cells) or d(histogram bins), (tiles of the chunk, cells)
                     if table is not None:
