@@ -307,7 +307,7 @@ def test_tile_path_equals_matrix_path():
 def test_tile_path_chunks_equal_matrix_path(monkeypatch, features, soft):
     # the tile path processes chunks of images with chunk-relative keys; with chunks of 2 images, 5 images
     # (the last chunk partial) must give the per-window matrices' values and gradients
-    import monai_assim.glcm as glcm_module
+    import monai_assim.glcm.tiles as glcm_module  # the chunk sizes of the tile paths
 
     gen = torch.Generator().manual_seed(13)
     x = torch.rand(5, 1, 24, 26, generator=gen, dtype=torch.float64)

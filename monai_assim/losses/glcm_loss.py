@@ -10,7 +10,7 @@ from torch.nn.modules.loss import _Loss
 
 from monai.utils import LossReduction, look_up_option
 
-from monai_assim.glcm import DEFAULT_ANGLES, PAPER_FEATURES, _check_features, glcm_features
+from monai_assim.glcm import DEFAULT_ANGLES, PAPER_FEATURES, check_features, glcm_features
 
 __all__ = ["GLCMLoss", "LUMA_BT601", "feature_ranges"]
 
@@ -91,7 +91,7 @@ class GLCMLoss(_Loss):
             reduction: {``"none"``, ``"mean"``, ``"sum"``} over the batch; ``"none"`` returns shape ``(B,)``.
         """
         super().__init__(reduction=LossReduction(reduction).value)
-        self.features = _check_features(features)
+        self.features = check_features(features)
         self.window_reduction = look_up_option(window_reduction, ("max", "mean"))
         self.normalization = look_up_option(normalization, ("target_std", "range", "none"))
         if len(luma_weights) != 3:

@@ -13,7 +13,7 @@ from monai.data.meta_tensor import MetaTensor
 from monai.transforms.transform import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
-from monai_assim.glcm import DEFAULT_ANGLES, PAPER_FEATURES, _check_features, glcm_features
+from monai_assim.glcm import DEFAULT_ANGLES, PAPER_FEATURES, check_features, glcm_features
 
 __all__ = ["GLCMFeatures", "GLCMFeaturesd", "GLCMFeaturesD", "GLCMFeaturesDict"]
 
@@ -55,7 +55,7 @@ class GLCMFeatures(Transform):
             features: names from :data:`monai_assim.glcm.SUPPORTED_FEATURES` (default the paper's five).
             soft: soft (differentiable) instead of hard quantisation; ``width``: its kernel width.
         """
-        self.features = _check_features(features)
+        self.features = check_features(features)
         self.angles = tuple(angles)
         self.window = window
         self.stride = window if stride is None else stride
