@@ -127,7 +127,8 @@ def _run_tests(out: Path, timeout: float) -> dict:
             rc = None
     seconds = time.perf_counter() - start
     text = (out / "pytest.log").read_text(errors="replace")
-    last = [ln for ln in text.splitlines() if re.search(r"\b(passed|failed|error|skipped)\b", ln)]
+    pattern = r"(\d+ (passed|failed|errors?|skipped|xfailed|xpassed|deselected)|no tests ran)\b.* in [\d.]+s"
+    last = [ln for ln in text.splitlines() if re.search(pattern, ln)]
     outcome = last[-1].strip("= ") if last else "(no summary line)"
     if rc is None:
         outcome = f"TIMED OUT after {timeout:.0f} s; last line: {outcome}"
