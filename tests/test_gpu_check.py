@@ -36,7 +36,7 @@ def test_smoke_mode_writes_the_folder_and_the_ratio_lines(tmp_path):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     if not torch.cuda.is_available():
-        assert "no CUDA device" in proc.stdout
+        assert proc.stdout.startswith("gpu_check: no CUDA device") and "smoke mode" in proc.stdout.splitlines()[0]
 
     files = sorted(p.name for p in out.iterdir())
     expected = ["environment.txt", "summary.json", "summary.md"] + [f"{b}.log" for b in BENCHMARKS]
