@@ -52,7 +52,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def alternate(fns: dict, repeats: int, device: torch.device = torch.device("cpu"), peaks: dict | None = None) -> dict:
+def alternate(fns: dict, repeats: int, device: torch.device | None = None, peaks: dict | None = None) -> dict:
     """
     Time every function once per repeat, in turn (after one warm-up call each): ``{name: [seconds]}``.
 
@@ -60,6 +60,7 @@ def alternate(fns: dict, repeats: int, device: torch.device = torch.device("cpu"
     allocator's peak during each function's calls, above what was allocated before the call, is stored
     as ``peaks[name] = (rise, peak)`` in bytes (``max_memory_allocated`` is reset before each call).
     """
+    device = torch.device("cpu") if device is None else device
     cuda = device.type == "cuda"
     for fn in fns.values():
         fn()
@@ -114,10 +115,11 @@ def loss_step(pred: torch.Tensor, target: torch.Tensor, loss: GLCMLoss) -> None:
     loss(pred, target).backward()
 
 
-def resnet_step(b: int = B, h: int = H, w: int = W, device: torch.device = torch.device("cpu")):
+def resnet_step(b: int = B, h: int = H, w: int = W, device: torch.device | None = None):
     """A function that makes one SGD training step of ResNet18 on a ``b x 3 x h x w`` (default 32x3x224x224) batch."""
     from torchvision.models import resnet18
 
+    device = torch.device("cpu") if device is None else device
     net = resnet18(weights=None, num_classes=2).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     x = torch.rand(b, 3, h, w, device=device)

@@ -81,14 +81,19 @@ def _plan(smoke: bool, device: str) -> list[tuple[str, str, list[str], int]]:
     ]
 
 
+def _cudnn_version():
+    import torch
+
+    return torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+
+
 def _environment(device: str | None) -> str:
     import torch
 
     lines = [
         f"python {platform.python_version()} ({sys.executable})",
         f"platform {platform.platform()}, {os.cpu_count()} CPUs",
-        f"torch {torch.__version__}, built for CUDA {torch.version.cuda}, cuDNN "
-        f"{torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}",
+        f"torch {torch.__version__}, built for CUDA {torch.version.cuda}, cuDNN {_cudnn_version()}",
     ]
     if device is not None:
         p = torch.cuda.get_device_properties(device)
@@ -105,7 +110,7 @@ def _environment(device: str | None) -> str:
         except Exception as e:  # noqa: BLE001 - a missing optional package is information, not an error
             lines.append(f"{name}: not importable ({type(e).__name__})")
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=REPO, capture_output=True, text=True, timeout=10)
         lines.append(f"git commit {commit.stdout.strip() or '(unknown)'}")
     except Exception:  # noqa: BLE001
         lines.append("git commit (unknown)")
@@ -122,7 +127,7 @@ def _run_tests(out: Path, timeout: float) -> dict:
         log.write(f"$ {' '.join(cmd)}\n\n")
         log.flush()
         try:
-            rc = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            rc = subprocess.run(cmd, check=False, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout).returncode
         except subprocess.TimeoutExpired:
             rc = None
     seconds = time.perf_counter() - start
@@ -154,7 +159,7 @@ def _run_benchmark(log_path: Path, script: str, args: list[str], json_path: Path
             env = dict(os.environ, PYTHONUNBUFFERED="1")
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
             try:
-                proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *argv], cwd=REPO, env=env,
+                proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *argv], check=False, cwd=REPO, env=env,
                                       stdout=log, stderr=subprocess.STDOUT, timeout=timeout)  # fmt: skip
                 if proc.returncode != 0:
                     error = f"exit status {proc.returncode}"
@@ -277,8 +282,11 @@ def main(argv: list | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     smoke = args.smoke or os.environ.get("MONAI_ASSIM_GPU_CHECK", "").lower() == "smoke"
     if not smoke and not torch.cuda.is_available():
-        print("gpu_check: no CUDA device (torch.cuda.is_available() is False): running the quick CPU smoke mode only "
-              "(tiny benchmarks, no test suite); the figures say nothing about the GPU.", flush=True)  # fmt: skip
+        print(
+            "gpu_check: no CUDA device (torch.cuda.is_available() is False): running the quick CPU smoke mode only "
+            "(tiny benchmarks, no test suite); the figures say nothing about the GPU.",
+            flush=True,
+        )
         smoke = True
     if smoke:
         torch.set_num_threads(1)

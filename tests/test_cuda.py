@@ -118,8 +118,9 @@ def test_handler_on_cuda_equals_torchattacks_on_cuda():
     tol = 1.0 / len(x) + 1e-9  # one sample, for a gradient sign that cuDNN's reduction order may flip
     for e in eps:
         k = f"{round(e * 255, 4):g}"
-        assert abs(m[f"adv_FGSM_eps{k}_acc"] - direct_accuracy(net, x, y, lambda: torchattacks.FGSM(net, eps=e), 11)) <= tol
-        pgd = lambda: torchattacks.PGD(net, eps=e, alpha=2.5 * e / 5, steps=5, random_start=True)  # noqa: E731
+        fgsm = lambda e=e: torchattacks.FGSM(net, eps=e)
+        pgd = lambda e=e: torchattacks.PGD(net, eps=e, alpha=2.5 * e / 5, steps=5, random_start=True)
+        assert abs(m[f"adv_FGSM_eps{k}_acc"] - direct_accuracy(net, x, y, fgsm, 11)) <= tol
         assert abs(m[f"adv_PGD_eps{k}_acc"] - direct_accuracy(net, x, y, pgd, 11)) <= tol
     assert len(x) % BATCH == 0
 
@@ -148,13 +149,15 @@ def test_chest_xray_bundle_cuda_amp_train_evaluate_inference(tmp_path):
             "--attacks", "['FGSM','PGD']", "--eps", "[0.01,0.03]",
         )
     )  # fmt: skip
-    rows = list(csv.DictReader(open(out / "eval" / "robustness.csv")))
+    with open(out / "eval" / "robustness.csv") as f:
+        rows = list(csv.DictReader(f))
     attacked = sorted((r["attack"], float(r["eps"])) for r in rows if r["role"] == "attack")
     assert attacked == [("FGSM", 0.01), ("FGSM", 0.03), ("PGD", 0.01), ("PGD", 0.03)]
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
     assert (out / "eval" / "robustness.png").is_file() and (out / "eval" / "metrics.csv").is_file()
 
     run_ok(bundle_cmd("bundles/chest_xray/inference.json", "--output_dir", str(out), "--device", "cuda", "--backbone", "resnet18"))
-    preds = list(csv.reader(open(out / "inference" / "predictions.csv")))
+    with open(out / "inference" / "predictions.csv") as f:
+        preds = list(csv.reader(f))
     probs = torch.tensor([[float(v) for v in r[1:]] for r in preds])
     assert len(preds) > 0 and torch.allclose(probs.sum(1), torch.ones(len(preds)), atol=1e-4)
