@@ -68,7 +68,7 @@ def test_trainer_float32_on_cuda_matches_cpu():
         trainer, _, _ = _train(device, amp=False)
         assert trainer.scaler is None
         out = trainer.state.output
-        results[device] = [float(out[k]) for k in ("loss", "loss_ce", "loss_glcm")]
+        results[device] = [float(out[k].detach()) for k in ("loss", "loss_ce", "loss_glcm")]
     assert results["cuda"] == pytest.approx(results["cpu"], rel=1e-3, abs=1e-5)
 
 
