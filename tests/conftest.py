@@ -1,9 +1,15 @@
-"""Shared pytest fixtures: where the read-only ``../shared`` folder lies, with clear skips."""
+"""
+Shared pytest fixtures: where the read-only ``../shared`` folder lies, with clear skips; the ``cuda``
+marker: tests marked ``@pytest.mark.cuda`` skip without a CUDA device, and ``pytest --require-cuda``
+(or ``MONAI_ASSIM_REQUIRE_CUDA=1``) turns that into an error, so that a GPU run cannot skip them
+silently (``benchmarks/gpu_check.py`` runs the suite so).
+"""
 
 import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("MONAI_ASSIM_SHARED", REPO_ROOT.parent / "shared"))
@@ -25,3 +31,28 @@ def mobilenet_v2_weights() -> Path:
     if not MOBILENET_V2_WEIGHTS.is_file():
         pytest.skip(f"ImageNet MobileNetV2 weights not found at {MOBILENET_V2_WEIGHTS}")
     return MOBILENET_V2_WEIGHTS.resolve()
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--require-cuda",
+        action="store_true",
+        default=False,
+        help="run the tests marked cuda and stop with an error when no CUDA device is visible (default: skip them)",
+    )
+
+
+def _cuda_required(config) -> bool:
+    return bool(config.getoption("--require-cuda")) or os.environ.get("MONAI_ASSIM_REQUIRE_CUDA", "") not in ("", "0")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda``: skipped without a CUDA device, unless CUDA is required (then an error)."""
+    if torch.cuda.is_available():
+        return
+    if _cuda_required(config):
+        raise pytest.UsageError("--require-cuda (or MONAI_ASSIM_REQUIRE_CUDA) given, but torch sees no CUDA device")
+    skip = pytest.mark.skip(reason="no CUDA device (tests marked cuda run where torch.cuda.is_available())")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

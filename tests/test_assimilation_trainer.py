@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 
 import pytest
 import torch
@@ -191,6 +192,28 @@ def test_amp_flag_is_device_agnostic():
     out = trainer.state.output
     assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
     assert float(out["loss_glcm"]) > 0
+
+
+@pytest.mark.parametrize(
+    "device, amp_kwargs, scaler",
+    [("cuda", None, True), ("cuda", {"dtype": torch.float16}, True), ("cuda", {"dtype": torch.bfloat16}, False),
+     ("cpu", None, False)],
+)  # fmt: skip
+def test_grad_scaler_only_for_float16_on_cuda(monkeypatch, device, amp_kwargs, scaler):
+    """run() creates a GradScaler for float16 AMP on CUDA only (the decision alone: no step is run here)."""
+    from monai.engines.workflow import Workflow
+
+    monkeypatch.setattr(Workflow, "run", lambda self: None)
+    net = AssimilationNet("mobilenet_v2", num_classes=2, pretrained="none")
+    trainer = AssimilationTrainer(
+        device=torch.device(device), max_epochs=1, train_data_loader=[], network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.01), loss_function=AssimilationLoss(), amp=True,
+        amp_kwargs=amp_kwargs,
+    )  # fmt: skip
+    with warnings.catch_warnings():  # GradScaler warns and disables itself where CUDA is absent
+        warnings.simplefilter("ignore")
+        trainer.run()
+    assert isinstance(trainer.scaler, torch.amp.GradScaler) is scaler
 
 
 def test_trace_and_ckpt_export_of_the_trained_net(trained, tmp_path):

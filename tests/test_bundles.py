@@ -310,6 +310,7 @@ def test_torchrun_gloo_two_processes(tmp_path):
     ]  # fmt: skip
     env = _env()
     env["OMP_NUM_THREADS"] = "1"
+    env["CUDA_VISIBLE_DEVICES"] = ""  # gloo on the CPU also on a GPU machine (two ranks cannot share one GPU with NCCL)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     summary = json.loads((out / "run_summary.json").read_text())

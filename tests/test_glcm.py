@@ -227,7 +227,7 @@ def test_border_tiles_dropped():
     torch.testing.assert_close(glcm_features(changed), f)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.cuda
 def test_cuda_matches_cpu():
     x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(9))
     for soft in (False, True):

@@ -85,14 +85,20 @@ class AssimilationTrainer(SupervisedTrainer):
 
     Mixed precision (``amp=True``) is device-agnostic: the forward pass runs under
     ``torch.autocast(device_type of the batch, **amp_kwargs)`` (float16 on CUDA, with a
-    ``torch.amp.GradScaler``; bfloat16 on CPU, no scaler); the loss is computed in float32 outside
+    ``torch.amp.GradScaler``; bfloat16 on CPU, or on CUDA with ``amp_kwargs={"dtype": torch.bfloat16}``,
+    no scaler); the loss is computed in float32 outside
     autocast, because the soft GLCM histograms lose too much precision in half precision.
     """
 
     def run(self) -> None:  # type: ignore[override]
-        """Train; unlike ``Trainer.run`` the gradient scaler is created only for CUDA devices."""
+        """
+        Train; unlike ``Trainer.run`` the gradient scaler is created only where it is needed: AMP on a CUDA
+        device in float16 (autocast's CUDA default), not for ``amp_kwargs={"dtype": torch.bfloat16}``,
+        whose exponent range needs no loss scaling, nor on the CPU.
+        """
         device = self.state.device if self.state.device is not None else torch.device("cpu")
-        use_scaler = self.amp and torch.device(device).type == "cuda"
+        amp_dtype = (self.amp_kwargs or {}).get("dtype", torch.float16)
+        use_scaler = self.amp and torch.device(device).type == "cuda" and amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         Workflow.run(self)
 
