@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+
 import pytest
 import torch
 import torchattacks
@@ -59,8 +60,8 @@ def test_handler_equals_torchattacks_and_writes_files(tmp_path):
         assert m[f"adv_{a}_eps0_acc"] == clean
     for e in eps:
         k = f"{round(e * 255, 4):g}"
-        assert m[f"adv_FGSM_eps{k}_acc"] == direct_accuracy(net, x, y, lambda: torchattacks.FGSM(net, eps=e), 11)
-        pgd = lambda: torchattacks.PGD(net, eps=e, alpha=2.5 * e / 5, steps=5, random_start=True)  # noqa: E731
+        assert m[f"adv_FGSM_eps{k}_acc"] == direct_accuracy(net, x, y, lambda e=e: torchattacks.FGSM(net, eps=e), 11)
+        pgd = lambda e=e: torchattacks.PGD(net, eps=e, alpha=2.5 * e / 5, steps=5, random_start=True)  # noqa: E731
         assert m[f"adv_PGD_eps{k}_acc"] == direct_accuracy(net, x, y, pgd, 11)
     assert m["adv_PGD_eps8_acc"] < m["adv_PGD_eps2_acc"] <= clean
     assert m["adv_check_PGD_eps64_acc"] <= 0.1 and m["adv_gradient_masking"] == 0.0
@@ -264,3 +265,88 @@ def direct_accuracy_seeded_square(net, x, y, seed: int) -> float:
         with torch.no_grad():
             correct += int((net(adv).argmax(1) == y[i : i + BATCH]).sum())
     return correct / len(x)
+
+
+class Recorder(torch.nn.Module):
+    """``net`` itself, keeping the inputs of the calls made without gradients: the handler's evaluations
+    of the clean and of each adversarial batch (the attacks call the model with gradients enabled)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.num_classes = net.num_classes
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x):
+        if not torch.is_grad_enabled():
+            self.inputs.append(x.detach().clone())
+        return self.net(x)
+
+
+def mislabelled_data(n: int = 2 * BATCH):
+    """The usual synthetic batches with every fifth label flipped, so the model gets those clean samples wrong."""
+    x, y = synthetic_data(n, seed=2)
+    y = y.clone()
+    y[::5] = 1 - y[::5]
+    return x, y
+
+
+def test_adversarial_images_and_success_counts_equal_torchattacks_per_sample():
+    """Per batch and per sample: the handler's adversarial images are torchattacks' own (PGD, ratio 2.5, random
+    start, batch i seeded with seed + i), and its counts follow from them, success over clean-correct samples."""
+    base = trained_tiny_net()
+    net = Recorder(base)
+    x, y = mislabelled_data()
+    seed, eps = 11, (2 / 255, 8 / 255)
+    handler = AdversarialRobustnessHandler(net, attacks={"PGD": {"steps": 5}}, eps=eps, seed=seed, progress=False)
+    engine = plain_engine()
+    handler.attach(engine)
+    engine.run([(x[i : i + BATCH], y[i : i + BATCH]) for i in range(0, len(x), BATCH)])
+
+    runs = [("attack", e, 5) for e in eps] + [("check", 64 / 255, 20)]  # the masking check: 20 steps by default
+    assert len(net.inputs) == 2 * (1 + len(runs))  # per batch: the clean batch, then one batch per run
+    expected = {(role, e): [0, 0] for role, e, _ in runs}  # -> [n_correct, n_success]
+    n_clean_correct = 0
+    for b in range(2):
+        xb, yb = x[b * BATCH : (b + 1) * BATCH], y[b * BATCH : (b + 1) * BATCH]
+        seen = net.inputs[b * (1 + len(runs)) : (b + 1) * (1 + len(runs))]
+        assert torch.equal(seen[0], xb)
+        with torch.no_grad():
+            clean_ok = base(xb).argmax(1) == yb
+        n_clean_correct += int(clean_ok.sum())
+        for (role, e, steps), adv in zip(runs, seen[1:]):
+            torch.manual_seed(seed + b)
+            direct = torchattacks.PGD(base, eps=e, alpha=2.5 * e / steps, steps=steps, random_start=True)(xb, yb)
+            assert torch.equal(adv, direct), f"{role} PGD eps={e * 255:g}/255, batch {b}"
+            with torch.no_grad():
+                adv_ok = base(direct).argmax(1) == yb
+            expected[(role, e)][0] += int(adv_ok.sum())
+            expected[(role, e)][1] += int((clean_ok & ~adv_ok).sum())
+    assert 0 < n_clean_correct < len(x)  # some clean samples are wrong, so the success rate's base matters
+    rows = {(r["role"], r["eps"]): r for r in handler.rows}
+    assert rows[("clean", 0.0)]["n_clean_correct"] == n_clean_correct
+    for key, (n_correct, n_success) in expected.items():
+        r = rows[key]
+        assert (r["n_correct"], r["n_success"]) == (n_correct, n_success), key
+        assert r["success_rate"] == n_success / n_clean_correct and r["accuracy"] == n_correct / len(x)
+    # the clean-wrong samples stay wrong under attack: counting over all samples would give more successes
+    assert any(n_success < len(x) - n_correct for n_correct, n_success in expected.values())
+
+
+def test_grouped_pgd_images_equal_torchattacks_per_eps():
+    """PGD without random start crafted for several eps in one pass: each part is torchattacks' PGD at that eps."""
+    base = trained_tiny_net()
+    net = Recorder(base)
+    x, y = mislabelled_data(BATCH)
+    eps = (2 / 255, 6 / 255)
+    handler = AdversarialRobustnessHandler(
+        net, attacks={"PGD": {"steps": 3, "random_start": False}}, eps=eps, seed=4, check_eps=None, group_eps=2,
+        progress=False,
+    )
+    engine = plain_engine()
+    handler.attach(engine)
+    engine.run([(x, y)])
+    assert len(net.inputs) == 2 and net.inputs[1].shape[0] == 2 * BATCH
+    for g, e in enumerate(eps):
+        direct = torchattacks.PGD(base, eps=e, alpha=2.5 * e / 3, steps=3, random_start=False)(x, y)
+        torch.testing.assert_close(net.inputs[1][g * BATCH : (g + 1) * BATCH], direct, atol=1e-5, rtol=0)

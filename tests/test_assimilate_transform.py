@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from monai.data import MetaTensor, PILReader
 from monai.engines import SupervisedTrainer
 from monai.handlers import CheckpointSaver
 from monai.transforms import Compose, LoadImaged, ScaleIntensityd
+from PIL import Image
 
 from monai_assim.networks import AssimilationNet, ColorModule, TextureModule
-from monai_assim.transforms import Assimilate, AssimilateD, AssimilateDict, Assimilated
+from monai_assim.transforms import Assimilate, AssimilateD, Assimilated, AssimilateDict
 
 
 def _trained_like_net(seed: int = 0, **kwargs) -> AssimilationNet:
@@ -143,3 +143,15 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="texture.residual.0.weight"):
         Assimilate(wide)
     assert Assimilate(wide, texture_kwargs={"features": 4})(_image()).shape == (3, 24, 20)
+
+
+def test_backend_is_torch_and_numpy_round_trips():
+    """The modules compute in torch: the backend says so, and a numpy image comes back as a tensor (MONAI's rule)."""
+    from monai.utils import TransformBackends
+
+    assert Assimilate.backend == [TransformBackends.TORCH] and Assimilated.backend == Assimilate.backend
+    t = Assimilate((TextureModule(), ColorModule()))
+    img = np.random.default_rng(0).random((1, 16, 16)).astype(np.float32)
+    out = t(img)
+    assert isinstance(out, MetaTensor) and out.shape == (3, 16, 16) and out.dtype == torch.float32
+    torch.testing.assert_close(out.as_tensor(), t(torch.as_tensor(img)).as_tensor())

@@ -51,7 +51,7 @@ def synthetic_data(n: int, num_classes: int = 2, seed: int = 0) -> tuple[torch.T
     return images.clamp(0, 1), labels
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trained_tiny_net(num_classes: int = 2) -> TinyNet:
     """A TinyNet trained for a few seconds on :func:`synthetic_data` (clean accuracy ~1)."""
     torch.manual_seed(0)

@@ -214,11 +214,18 @@ def test_formats_load_right_way_up(tmp_path):
 
 def test_augment_keeps_shape_and_range(synthetic_root):
     f = next((synthetic_root / "breast_ultrasound" / "malignant").glob("* (1).png"))
+    plain = image_transforms(24)({"image": str(f)})["image"]
     xform = image_transforms(24, augment=True)
     xform.set_random_state(0)
-    for _ in range(4):
+    changed = 0
+    for _ in range(8):
         img = xform({"image": str(f)})["image"]
         assert tuple(img.shape) == (1, 24, 24) and 0.0 <= float(img.min()) <= float(img.max()) <= 1.0
+        diff = float((img - plain).abs().mean())
+        changed += diff > 1e-4
+        assert diff < 0.1, diff  # mild: a small rotation / zoom of the same image
+    # each of rotation and zoom applies with probability 0.5: most draws change the image, not all
+    assert 2 <= changed < 8, changed
 
 
 # ---- bad data: each case raises a ValueError naming the path and what was expected ----------------

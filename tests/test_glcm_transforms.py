@@ -10,7 +10,7 @@ from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, ScaleInte
 from skimage.feature import graycomatrix, graycoprops
 
 from monai_assim.glcm import DEFAULT_ANGLES, PAPER_FEATURES, glcm_features
-from monai_assim.transforms import GLCMFeatures, GLCMFeaturesd, GLCMFeaturesD, GLCMFeaturesDict
+from monai_assim.transforms import GLCMFeatures, GLCMFeaturesD, GLCMFeaturesd, GLCMFeaturesDict
 
 
 def skimage_feature(img: np.ndarray, levels: int, name: str, angle: float) -> float:
@@ -79,3 +79,32 @@ def test_bad_input():
         GLCMFeatures(features=("blur",))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         GLCMFeatures()(np.full((1, 40, 40), 3.0))
+
+
+def test_metadata_records_the_resampling():
+    """As MONAI's spatial transforms: affine of the output grid, earlier operations kept, this one pushed."""
+    from monai.data import set_track_meta
+    from monai.transforms import Flip
+
+    affine = torch.diag(torch.tensor([0.5, 0.7, 1.0, 1.0], dtype=torch.float64))
+    img = Flip(spatial_axis=0)(MetaTensor(torch.rand(1, 64, 50), affine=affine, meta={"filename_or_obj": "x.png"}))
+    out = GLCMFeatures(window=16, stride=8, levels=8)(img)
+    assert out.meta["filename_or_obj"] == "x.png"
+    assert [op["class"] for op in out.applied_operations] == ["Flip", "GLCMFeatures"]
+    op = out.applied_operations[-1]
+    assert tuple(op["orig_size"]) == (64, 50)
+    assert {k: op["extra_info"][k] for k in ("window", "stride", "levels")} == {"window": 16, "stride": 8, "levels": 8}
+    assert list(op["extra_info"]["features"]) == list(PAPER_FEATURES)
+    # the flip's affine is composed with the window grid's; the spacing grows by the stride
+    torch.testing.assert_close(out.pixdim, torch.tensor([4.0, 5.6], dtype=torch.float64))
+    centre = torch.tensor([3 * 8 + 7.5, 2 * 8 + 7.5, 0, 1], dtype=torch.float64)
+    torch.testing.assert_close(out.affine @ torch.tensor([3, 2, 0, 1.0], dtype=torch.float64), img.affine @ centre)
+    assert img.applied_operations[-1]["class"] == "Flip"  # the input is left as it was
+    # without meta tracking a MetaTensor gives a plain tensor (as MONAI transforms do)
+    set_track_meta(False)
+    try:
+        plain = GLCMFeatures(window=16, stride=8, levels=8)(img)
+    finally:
+        set_track_meta(True)
+    assert type(plain) is torch.Tensor
+    torch.testing.assert_close(plain, out.as_tensor())

@@ -3,6 +3,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -94,5 +95,9 @@ def test_plot_examples(tmp_path):
     path = plot_examples(torch.rand(3, 1, 32, 32), {"assimilated": net}, tmp_path / "ex.png", ["a", "b", "c"])
     with Image.open(path) as im:
         assert im.size[0] > 0 and im.size[1] > 0
+        pixels = np.asarray(im.convert("RGB"), dtype=np.float64)
+    # the noise images are drawn: many distinct colours, and a large part of the figure is not background
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200
+    assert (pixels.min(axis=2) < 240).mean() > 0.2
     with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
         plot_examples(torch.rand(3, 3, 32, 32), {"assimilated": net}, tmp_path / "bad.png")

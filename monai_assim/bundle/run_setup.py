@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from monai_assim.utils import atomic_write_text, get_rank
+
 __all__ = ["DEMO_NOTICE_FILE", "SUMMARY_FILE", "RunSetup", "default_output_dir", "find_dataset"]
 
 logger = logging.getLogger(__name__)
@@ -45,11 +47,6 @@ SETTING_KEYS = (
     "num_workers",
 )
 AUTO = "auto"
-
-
-def _rank() -> int:
-    dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _barrier() -> None:
@@ -241,7 +238,7 @@ class RunSetup:
     def _build(self) -> dict[str, list[dict]]:
         from monai_assim.data import build_datalists, make_synthetic_dataset
 
-        writer = _rank() == 0
+        writer = get_rank() == 0
         if writer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             notice = self.output_dir / DEMO_NOTICE_FILE
@@ -330,14 +327,11 @@ class RunSetup:
         doc.update(self.summary())
         doc.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S"))
         doc.update(extra)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
     def finish(self, trainer: Any, best_saver: Any = None) -> None:
         """Complete the run summary after training: epochs completed, best validation accuracy, early stop."""
-        if _rank() != 0:
+        if get_rank() != 0:
             return
         state = trainer.state
         self.write_summary(

@@ -4,3 +4,21 @@ from .layouts import IMAGE_SUFFIXES, LAYOUTS, MODALITIES, DatasetLayout, get_lay
 from .splits import SPLITS, build_datalists, check_image, discover_images, is_mask, write_datalists
 from .synthetic import make_synthetic_dataset
 from .transforms import LUMA_WEIGHTS, image_transforms, to_grey_unit
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "LAYOUTS",
+    "LUMA_WEIGHTS",
+    "MODALITIES",
+    "SPLITS",
+    "DatasetLayout",
+    "build_datalists",
+    "check_image",
+    "discover_images",
+    "get_layout",
+    "image_transforms",
+    "is_mask",
+    "make_synthetic_dataset",
+    "to_grey_unit",
+    "write_datalists",
+]

@@ -21,9 +21,9 @@ balancing and splitting (:mod:`monai_assim.data.splits`) and the synthetic demo 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 __all__ = ["IMAGE_SUFFIXES", "DatasetLayout", "LAYOUTS", "MODALITIES", "get_layout"]
 
@@ -50,6 +50,9 @@ class DatasetLayout:
         suffix: the file type the public data set uses (the synthetic demo sets write it).
         mask_marker: a file whose name (without suffix) contains this marker is a segmentation
             mask, not an image, and is ignored (BUSI's ``*_mask*.png``); ``None`` for no masks.
+        lesions: class folder name -> what its images show: ``None`` (no lesion), ``"smooth"`` (a
+            benign, near-elliptic nodule or mass) or ``"irregular"`` (a tumour, malignant mass or
+            pneumonia: lobulated / spiculated); the synthetic demo sets draw it.
     """
 
     modality: str
@@ -61,6 +64,7 @@ class DatasetLayout:
     optional_folders: tuple[str, ...] = ()
     folder_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     mask_marker: str | None = None
+    lesions: Mapping[str, str | None] = field(default_factory=dict)
 
     @property
     def has_test_split(self) -> bool:
@@ -83,6 +87,9 @@ def _freeze(layout: DatasetLayout) -> DatasetLayout:
     object.__setattr__(layout, "pools", MappingProxyType(dict(layout.pools)))
     object.__setattr__(layout, "classes", MappingProxyType(dict(layout.classes)))
     object.__setattr__(layout, "folder_aliases", MappingProxyType(dict(layout.folder_aliases)))
+    object.__setattr__(layout, "lesions", MappingProxyType(dict(layout.lesions)))
+    if set(layout.lesions) != set(layout.classes):
+        raise ValueError(f"{layout.modality}: lesions must name every class folder {list(layout.classes)}.")
     return layout
 
 
@@ -99,6 +106,7 @@ LAYOUTS: Mapping[str, DatasetLayout] = MappingProxyType(
                 classes={"NORMAL": 0, "PNEUMONIA": 1},
                 class_names=("normal", "pneumonia"),
                 suffix=".jpeg",
+                lesions={"NORMAL": None, "PNEUMONIA": "irregular"},
             ),
             DatasetLayout(
                 modality="brain_mri",
@@ -107,6 +115,7 @@ LAYOUTS: Mapping[str, DatasetLayout] = MappingProxyType(
                 classes={"glioma": 1, "meningioma": 1, "notumor": 0, "pituitary": 1},
                 class_names=("no tumour", "tumour"),
                 suffix=".jpg",
+                lesions={"glioma": "irregular", "meningioma": "irregular", "notumor": None, "pituitary": "irregular"},
             ),
             DatasetLayout(
                 modality="chest_ct",
@@ -116,6 +125,7 @@ LAYOUTS: Mapping[str, DatasetLayout] = MappingProxyType(
                 class_names=("normal or benign", "malignant"),
                 folder_aliases={"Bengin cases": ("Benign cases",)},
                 suffix=".jpg",
+                lesions={"Bengin cases": "smooth", "Malignant cases": "irregular", "Normal cases": None},
             ),
             DatasetLayout(
                 modality="breast_ultrasound",
@@ -125,6 +135,7 @@ LAYOUTS: Mapping[str, DatasetLayout] = MappingProxyType(
                 class_names=("normal or benign", "malignant"),
                 suffix=".png",
                 mask_marker="_mask",
+                lesions={"benign": "smooth", "malignant": "irregular", "normal": None},
             ),
         )
     }

@@ -25,13 +25,13 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from monai_assim.data.layouts import IMAGE_SUFFIXES, DatasetLayout, get_layout
+from monai_assim.utils import atomic_write_text
 
 __all__ = ["SPLITS", "build_datalists", "check_image", "discover_images", "is_mask", "write_datalists"]
 
@@ -302,17 +302,6 @@ def _split_caps(max_per_class: int | Mapping[str, int | None] | None) -> dict[st
     return caps
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_datalists(
     table: Mapping[str, Sequence[tuple[Path | str, int, str]]], output_dir: str | os.PathLike, info: Mapping
 ) -> Path:
@@ -330,7 +319,7 @@ def write_datalists(
         lines = [["image", "label", "source_class"]] + [[str(p), str(int(k)), c] for p, k, c in rows]
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(lines)
-        _atomic_write(out / f"{split}.csv", buf.getvalue())
-    _atomic_write(out / "splits.json", json.dumps(doc, indent=1) + "\n")
+        atomic_write_text(out / f"{split}.csv", buf.getvalue())
+    atomic_write_text(out / "splits.json", json.dumps(doc, indent=1) + "\n")
     return out / "splits.json"
 

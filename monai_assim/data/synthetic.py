@@ -28,26 +28,23 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_assim.data.layouts import get_layout
+from monai_assim.data.layouts import LAYOUTS, get_layout
 
 __all__ = ["SYNTHETIC_LESIONS", "make_synthetic_dataset", "synthetic_image"]
 
-#: modality -> (background kind, lesion polarity, lesion size factor, PIL mode written,
-#: {class folder: lesion kind}).
-SYNTHETIC_LESIONS = {
-    "chest_xray": ("xray", 1.0, 1.8, "RGB", {"NORMAL": None, "PNEUMONIA": "irregular"}),
-    "brain_mri": (
-        "mri",
-        1.0,
-        1.5,
-        "L",
-        {"glioma": "irregular", "meningioma": "irregular", "notumor": None, "pituitary": "irregular"},
-    ),
-    "chest_ct": (
-        "ct", 1.0, 1.0, "L", {"Bengin cases": "smooth", "Malignant cases": "irregular", "Normal cases": None}
-    ),
-    "breast_ultrasound": ("us", -1.0, 1.3, "RGB", {"benign": "smooth", "malignant": "irregular", "normal": None}),
+#: how each modality's images are drawn: background kind, lesion polarity, lesion size factor and
+#: the PIL mode written.
+_DRAWING = {
+    "chest_xray": ("xray", 1.0, 1.8, "RGB"),
+    "brain_mri": ("mri", 1.0, 1.5, "L"),
+    "chest_ct": ("ct", 1.0, 1.0, "L"),
+    "breast_ultrasound": ("us", -1.0, 1.3, "RGB"),
 }
+
+#: modality -> (background kind, lesion polarity, lesion size factor, PIL mode written,
+#: {class folder: lesion kind}); the class folders and their lesion kinds come from
+#: :data:`monai_assim.data.layouts.LAYOUTS`.
+SYNTHETIC_LESIONS = {m: (*drawing, dict(LAYOUTS[m].lesions)) for m, drawing in _DRAWING.items()}
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-
 from monai.config import KeysCollection
 from monai.transforms import (
     Compose,
@@ -30,10 +29,13 @@ from monai.transforms import (
 )
 from monai.utils import convert_to_tensor
 
+from monai_assim.utils.image import LUMA_BT601
+
 __all__ = ["LUMA_WEIGHTS", "image_transforms", "squeeze_to_2d", "to_grey_unit"]
 
-#: ITU-R BT.601 luma weights of (R, G, B), the same as PIL's ``convert("L")``.
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+#: the ITU-R BT.601 luma weights of (R, G, B), the same as PIL's ``convert("L")``; an alias of
+#: :data:`monai_assim.utils.LUMA_BT601`, kept for existing imports.
+LUMA_WEIGHTS = LUMA_BT601
 
 
 def squeeze_to_2d(img):

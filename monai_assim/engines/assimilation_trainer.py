@@ -11,10 +11,10 @@ from monai.engines.utils import IterationEvents
 from monai.engines.workflow import Workflow
 from monai.utils.enums import CommonKeys as Keys
 from monai.utils.enums import StrEnum
-from torch import nn
 
 from monai_assim.losses.assimilation_loss import AssimilationLoss
 from monai_assim.networks.assimilation_net import AssimilationNet
+from monai_assim.utils import unwrap_module
 
 __all__ = ["AssimilationTrainer", "AssimilationKeys", "assimilation_output_transform"]
 
@@ -46,15 +46,8 @@ def assimilation_output_transform(output: Any) -> dict[str, float]:
     }
 
 
-def _unwrap(network: nn.Module) -> nn.Module:
-    """The user's module inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
-    while True:
-        if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            network = network.module
-        elif hasattr(network, "_orig_mod"):
-            network = network._orig_mod
-        else:
-            return network
+#: kept for existing imports; the helper lives in :mod:`monai_assim.utils.module`.
+_unwrap = unwrap_module
 
 
 def _plain(x: Any) -> Any:
@@ -134,7 +127,7 @@ class AssimilationTrainer(SupervisedTrainer):
         x, y = _plain(inputs), _plain(targets)
 
         loss_fn = engine.loss_function
-        net = _unwrap(engine.network)
+        net = unwrap_module(engine.network)
         assimilation_loss = isinstance(loss_fn, AssimilationLoss)
         with_glcm = assimilation_loss and isinstance(net, AssimilationNet) and net.variant == "assimilated"
 

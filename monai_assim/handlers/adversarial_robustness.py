@@ -28,6 +28,7 @@ from monai_assim.attacks import (
     parse_attacks,
     run_attack,
 )
+from monai_assim.utils import as_class_indices, unwrap_module
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -134,7 +135,7 @@ class AdversarialRobustnessHandler:
 
     Args:
         network: the classifier, ``(B, C, H, W)`` on [0, 1] -> logits. Default: ``engine.network`` (MONAI
-            workflows). DataParallel / DistributedDataParallel wrappers are unwrapped for the attacks.
+            workflows). DataParallel / DistributedDataParallel / torch.compile wrappers are unwrapped.
         attacks: attack names, ``(name, kwargs)`` pairs or a mapping name -> kwargs (see
             :mod:`monai_assim.attacks`). Default :data:`DEFAULT_ATTACKS`.
         eps: the eps grid, each in [0, 1]. Default: the paper's 1/255 ... 8/255.
@@ -242,9 +243,7 @@ class AdversarialRobustnessHandler:
         net = self.network if self.network is not None else getattr(engine, "network", None)
         if not isinstance(net, torch.nn.Module):
             raise ValueError("pass network=... : the engine has no `network` attribute to attack.")
-        if isinstance(net, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
-            net = net.module
-        return net
+        return unwrap_module(net)
 
     def _check_classes(self, num_classes: int) -> None:
         for name, kwargs in self.attacks.items():
@@ -310,24 +309,7 @@ class AdversarialRobustnessHandler:
 
     @staticmethod
     def _as_labels(labels: Any, batch_size: int, num_classes: int, device: torch.device) -> torch.Tensor:
-        labels = labels.as_tensor() if isinstance(labels, MetaTensor) else torch.as_tensor(labels)
-        labels = labels.detach().to(device)
-        if labels.ndim == 2 and labels.shape[1] == 1:
-            labels = labels[:, 0]
-        elif labels.ndim == 2 and labels.shape[1] == num_classes and num_classes > 1:
-            labels = labels.argmax(dim=1)
-        if labels.ndim != 1 or labels.shape[0] != batch_size:
-            raise ValueError(
-                f"labels must be (B,), (B, 1) or one-hot (B, {num_classes}) for B={batch_size}, "
-                f"got shape {tuple(labels.shape)}."
-            )
-        if labels.is_floating_point():
-            if not torch.equal(labels, labels.round()):
-                raise ValueError("class-index labels must be whole numbers.")
-        labels = labels.long()
-        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(f"labels must lie in [0, {num_classes - 1}], got {labels.min()}..{labels.max()}.")
-        return labels
+        return as_class_indices(labels, num_classes, batch_size=batch_size, device=device)
 
     # ------------------------------------------------------------------ per batch
     def __call__(self, engine: Engine) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
+
+from monai_assim.utils import atomic_torch_save, get_rank, unwrap_module
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -22,49 +22,9 @@ else:
 __all__ = ["AtomicCheckpointSaver", "atomic_torch_save"]
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """
-    ``torch.save(obj, path)`` such that ``path`` is never seen half-written: the bytes go to a
-    temporary file in the same folder, are flushed and ``fsync``-ed, and the temporary file is then
-    renamed onto ``path`` with ``os.replace`` (atomic on POSIX and Windows within one file system).
-    A reader, or a process killed at any moment, sees either the previous complete file or the new
-    complete file. The file gets the usual ``0o666 & ~umask`` permissions (``mkstemp`` would leave
-    ``0o600``).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, (stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH) & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
-
-
 def _state_dict(obj: Any) -> Any:
     """``obj.state_dict()``, unwrapping DataParallel / DistributedDataParallel as ignite's Checkpoint does."""
-    if isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
-        obj = obj.module
-    return obj.state_dict()
-
-
-def _rank() -> int:
-    dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return unwrap_module(obj, compiled=False).state_dict() if isinstance(obj, torch.nn.Module) else obj.state_dict()
 
 
 class AtomicCheckpointSaver:
@@ -151,7 +111,7 @@ class AtomicCheckpointSaver:
 
     def attach(self, engine: Engine) -> None:
         """Register at ``EPOCH_COMPLETED`` (every ``save_interval`` epochs in "last" mode)."""
-        if _rank() == self.save_rank:
+        if get_rank() == self.save_rank:
             self.save_dir.mkdir(parents=True, exist_ok=True)
             for stale in self.save_dir.glob(f".{self.filename}.*.tmp"):  # left by a process killed mid-write
                 stale.unlink(missing_ok=True)
@@ -182,7 +142,7 @@ class AtomicCheckpointSaver:
                 return
             self.best_metric, self.best_epoch = value, epoch
             extra[self.key_metric_name] = value
-        if _rank() != self.save_rank:
+        if get_rank() != self.save_rank:
             return
         checkpoint = {k: _state_dict(v) for k, v in self.save_dict.items() if v is not None}
         checkpoint.update(extra)

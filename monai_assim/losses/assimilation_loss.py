@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from monai.utils import LossReduction
-
 from monai_assim.glcm import DEFAULT_ANGLES, PAPER_FEATURES
-from monai_assim.losses.glcm_loss import LUMA_BT601, GLCMLoss
+from monai_assim.losses.glcm_loss import GLCMLoss
+from monai_assim.utils import LUMA_BT601, as_class_indices
 
 __all__ = ["AssimilationLoss"]
 
@@ -86,17 +86,8 @@ class AssimilationLoss(_Loss):
         batch, classes = logits.shape
         if labels.ndim == 2 and labels.shape == (batch, classes):
             target = labels.to(logits.dtype)  # one-hot (or class probabilities)
-        elif labels.shape in ((batch,), (batch, 1)):
-            if labels.is_floating_point() and not torch.equal(labels, labels.round()):
-                raise ValueError("class-index labels must hold whole numbers.")
-            target = labels.reshape(batch).long()
-            if int(target.min()) < 0 or int(target.max()) >= classes:
-                raise ValueError(f"labels must lie in [0, {classes - 1}], got {target.tolist()}.")
         else:
-            raise ValueError(
-                f"labels must have shape (B,), (B, 1) or one-hot (B, K) with B={batch}, K={classes}, "
-                f"got {tuple(labels.shape)}."
-            )
+            target = as_class_indices(labels, classes, batch_size=batch)
         return F.cross_entropy(logits, target, reduction=self.reduction)
 
     def forward(

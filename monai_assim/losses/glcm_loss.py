@@ -6,16 +6,13 @@ import math
 from collections.abc import Sequence
 
 import torch
+from monai.utils import LossReduction, look_up_option
 from torch.nn.modules.loss import _Loss
 
-from monai.utils import LossReduction, look_up_option
-
 from monai_assim.glcm import DEFAULT_ANGLES, PAPER_FEATURES, check_features, glcm_features
+from monai_assim.utils.image import LUMA_BT601  # ITU-R BT.601 (R, G, B) weights; importable from here too
 
 __all__ = ["GLCMLoss", "LUMA_BT601", "feature_ranges"]
-
-#: ITU-R BT.601 luma weights (R, G, B), used to turn an RGB prediction into a gray image.
-LUMA_BT601 = (0.299, 0.587, 0.114)
 
 # tolerance on the [0, 1] range of the inputs before they are clamped (float rounding of RGB -> gray)
 _RANGE_TOL = 1e-4

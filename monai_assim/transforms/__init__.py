@@ -1,7 +1,7 @@
 """MONAI transforms of domain assimilation."""
 
-from .assimilate import Assimilate, AssimilateD, AssimilateDict, Assimilated, load_assimilation_modules
-from .glcm_features import GLCMFeatures, GLCMFeaturesd, GLCMFeaturesD, GLCMFeaturesDict
+from .assimilate import Assimilate, AssimilateD, Assimilated, AssimilateDict, load_assimilation_modules
+from .glcm_features import GLCMFeatures, GLCMFeaturesD, GLCMFeaturesd, GLCMFeaturesDict
 
 __all__ = [
     "Assimilate",

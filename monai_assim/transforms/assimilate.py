@@ -105,7 +105,8 @@ class Assimilate(Transform):
         ValueError: the image is not ``(1, H, W)`` or its values leave [0, 1].
     """
 
-    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+    # the modules compute in torch: a numpy input is converted to a tensor and the result converted back
+    backend = [TransformBackends.TORCH]
 
     def __init__(
         self,

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 
 import torch
-
 from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
 from monai.data.meta_obj import get_track_meta
 from monai.data.meta_tensor import MetaTensor
-from monai.transforms.transform import MapTransform, Transform
+from monai.transforms.inverse import TraceableTransform
+from monai.transforms.transform import MapTransform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
 from monai_assim.glcm import DEFAULT_ANGLES, PAPER_FEATURES, check_features, glcm_features
@@ -18,7 +18,7 @@ from monai_assim.glcm import DEFAULT_ANGLES, PAPER_FEATURES, check_features, glc
 __all__ = ["GLCMFeatures", "GLCMFeaturesd", "GLCMFeaturesD", "GLCMFeaturesDict"]
 
 
-class GLCMFeatures(Transform):
+class GLCMFeatures(TraceableTransform):
     """
     Windowed GLCM texture features of a channel-first 2D image, as channel-first feature maps.
 
@@ -29,8 +29,14 @@ class GLCMFeatures(Transform):
     at the bottom and right borders are dropped. See :func:`monai_assim.glcm.glcm_features` and
     ``docs/glcm.md``.
 
-    A ``MetaTensor`` input gives a ``MetaTensor`` output whose affine maps feature pixel ``(i, j)`` to
-    the centre of its window in the input's world coordinates; numpy in gives numpy out.
+    Metadata, as MONAI's spatial transforms keep it: a ``MetaTensor`` input (with meta tracking on)
+    gives a ``MetaTensor`` output carrying the input's metadata, its ``affine`` updated to the output
+    grid (feature pixel ``(i, j)`` maps to the centre of its window in the input's world coordinates:
+    ``affine_out = affine_in @ S`` with ``S`` scaling by ``stride`` and shifting by ``(window - 1) / 2``
+    pixels; ``pixdim`` follows) and this transform recorded on ``applied_operations`` (its
+    ``extra_info`` holds ``window``, ``stride``, ``features``, ``angles`` and ``levels``). The output is
+    a feature map, not an image: the transform is not invertible. Numpy in gives numpy out, a tensor a
+    tensor (a ``MetaTensor`` a plain tensor when meta tracking is off).
     """
 
     backend = [TransformBackends.TORCH]
@@ -80,17 +86,29 @@ class GLCMFeatures(Transform):
             **self.kwargs,
         )
         out = feats.reshape(-1, *feats.shape[-2:])
-        if isinstance(img, MetaTensor) and get_track_meta():
-            affine = img.affine.clone().to(torch.float64)
-            # feature pixel (i, j) -> input pixel (i * stride + (window - 1) / 2, likewise j)
-            step = torch.eye(affine.shape[0], dtype=torch.float64)
-            for d in range(2):
-                step[d, d] = self.stride
-                step[d, -1] = (self.window - 1) / 2.0
-            meta = dict(img.meta)
-            meta["affine"] = affine @ step
-            return MetaTensor(out, meta=meta, applied_operations=list(img.applied_operations))
-        return convert_to_dst_type(out, dst=img)[0]
+        if not (isinstance(img, MetaTensor) and get_track_meta()):
+            return convert_to_dst_type(out, dst=x if isinstance(img, MetaTensor) else img)[0]
+        # feature pixel (i, j) -> input pixel (i * stride + (window - 1) / 2, likewise j)
+        step = torch.eye(3, dtype=torch.float64)
+        for d in range(2):
+            step[d, d] = self.stride
+            step[d, -1] = (self.window - 1) / 2.0
+        extra_info = {
+            "window": self.window,
+            "stride": self.stride,
+            "features": list(self.features),
+            "angles": list(self.angles),
+            "levels": self.kwargs["levels"],
+        }
+        meta_info = self.track_transform_meta(
+            img,
+            sp_size=tuple(out.shape[1:]),
+            affine=step,
+            extra_info=extra_info,
+            orig_size=tuple(x.shape[1:]),
+            transform_info=self.get_transform_info(),
+        )
+        return MetaTensor(out).copy_meta_from(meta_info)
 
 
 class GLCMFeaturesd(MapTransform):
