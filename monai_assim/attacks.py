@@ -32,6 +32,8 @@ import torch
 import torchattacks
 
 __all__ = [
+    "APGDMargin",
+    "ENSEMBLES",
     "SUPPORTED_ATTACKS",
     "PAPER_ATTACKS",
     "DLR_ATTACKS",
@@ -44,11 +46,49 @@ __all__ = [
     "check_num_classes",
     "build_eps_grouped_attack",
     "is_eps_groupable",
+    "margin_loss",
     "min_classes",
     "parse_attacks",
     "run_attack",
     "step_size",
 ]
+
+def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    r"""
+    The margin loss an attacker maximises, per sample:
+    :math:`\ell(z, y) = \max_{j \ne y} z_j - z_y` (positive iff the sample is misclassified).
+
+    For 2 classes it is the logit of the other class minus that of the true one. Unlike CE, whose
+    gradient is scaled by :math:`1 - p_y` and vanishes in float32 once the model is very confident, the
+    margin's gradient never saturates.
+
+    Shapes:
+        logits ``(B, K)``, labels ``(B,)`` class indices -> ``(B,)``.
+    """
+    true = logits.gather(1, labels.view(-1, 1)).squeeze(1)
+    others = logits.masked_fill(torch.nn.functional.one_hot(labels, logits.shape[1]).bool(), float("-inf"))
+    return others.max(dim=1).values - true
+
+
+class APGDMargin(torchattacks.APGD):
+    """
+    torchattacks' APGD (Croce & Hein 2020: step-size free, momentum, checkpoints, restarts) maximising
+    :func:`margin_loss` instead of CE or DLR; it works from 2 classes, where DLR is undefined.
+
+    Implemented by subclassing: APGD's ``loss="dlr"`` branch calls ``self.dlr_loss(logits, labels)``,
+    which this class replaces with the margin loss, so every other part of APGD (step-size rule, seeding
+    with ``seed``, restarts) is torchattacks' own. Keyword arguments as ``torchattacks.APGD`` except
+    ``loss``.
+    """
+
+    def __init__(self, model: torch.nn.Module, **kwargs: Any) -> None:
+        if kwargs.pop("loss", "margin") != "margin":
+            raise ValueError("APGDMargin always uses the margin loss; use APGD for loss='ce' or 'dlr'.")
+        super().__init__(model, loss="dlr", **kwargs)
+
+    def dlr_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # noqa: D102 (the margin, see class)
+        return margin_loss(x, y)
+
 
 SUPPORTED_ATTACKS: dict[str, type] = {
     "FGSM": torchattacks.FGSM,
@@ -57,9 +97,22 @@ SUPPORTED_ATTACKS: dict[str, type] = {
     "PGD": torchattacks.PGD,
     "APGD": torchattacks.APGD,
     "APGDT": torchattacks.APGDT,
+    "APGDMargin": APGDMargin,
     "Square": torchattacks.Square,
 }
 """Supported attack names (matched case-insensitively) and their torchattacks classes."""
+
+ENSEMBLES: dict[str, dict[str, dict[str, Any]]] = {
+    "autoattack-binary": {
+        "APGD": {"loss": "ce", "steps": 20},
+        "APGDMargin": {"steps": 20},
+        "Square": {"loss": "margin", "n_queries": 1000},
+    },
+}
+"""Named attack ensembles that :func:`parse_attacks` expands. ``"autoattack-binary"``: AutoAttack's
+idea (Croce & Hein 2020) for 2-class models, where the DLR losses do not apply: APGD on CE, APGD on the
+margin loss (:class:`APGDMargin`) and black-box Square on the margin loss; read it with the per-eps
+worst case over its members."""
 
 PAPER_ATTACKS: tuple[str, ...] = ("FGSM", "BIM", "MIFGSM", "PGD")
 """The four white-box attacks of Chen & Luo (PAKDD 2024)."""
@@ -295,7 +348,9 @@ def parse_attacks(attacks: str | Sequence | Mapping[str, Mapping[str, Any]]) -> 
     """
     Normalise an attack configuration to ``{canonical name: kwargs}``.
 
-    Accepts a name, a sequence of names or ``(name, kwargs)`` pairs, or a mapping name -> kwargs.
+    Accepts a name, a sequence of names or ``(name, kwargs)`` pairs, or a mapping name -> kwargs. The
+    name of an ensemble of :data:`ENSEMBLES` (e.g. ``"autoattack-binary"``), alone or in a sequence,
+    stands for its members with their settings.
 
     Raises:
         ValueError: unknown or repeated attack names.
@@ -303,6 +358,14 @@ def parse_attacks(attacks: str | Sequence | Mapping[str, Mapping[str, Any]]) -> 
     """
     if isinstance(attacks, str):
         attacks = [attacks]
+    if isinstance(attacks, Sequence) and not isinstance(attacks, str):
+        expanded: list = []
+        for a in attacks:
+            if isinstance(a, str) and a.strip().lower() in ENSEMBLES:
+                expanded += [(n, kw) for n, kw in ENSEMBLES[a.strip().lower()].items()]
+            else:
+                expanded.append(a)
+        attacks = expanded
     items: list[tuple[str, Mapping[str, Any]]] = []
     if isinstance(attacks, Mapping):
         items = [(k, v or {}) for k, v in attacks.items()]

@@ -45,8 +45,16 @@ SETTING_KEYS = (
     "mean",
     "std",
     "num_workers",
+    "adversarial_training",
+    "at_eps",
+    "at_steps",
+    "at_ratio",
+    "trades_beta",
 )
 AUTO = "auto"
+
+#: adversarial-training settings used when a bundle does not give them (``at_eps`` in units of 1/255)
+AT_DEFAULTS = {"adversarial_training": "none", "at_eps": 2.0, "at_steps": 5, "at_ratio": 1.0, "trades_beta": 6.0}
 
 
 def _barrier() -> None:
@@ -100,6 +108,27 @@ def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}.")
     return int(value)
+
+
+def _check_adversarial_settings(out: dict[str, Any]) -> None:
+    """Validate (and normalise) the adversarial-training settings in place; ``at_eps`` is in units of 1/255."""
+    from monai_assim.engines.adversarial_training import ADVERSARIAL_TRAINING_MODES
+
+    mode = str(out["adversarial_training"]).lower()
+    if mode not in ADVERSARIAL_TRAINING_MODES:
+        raise ValueError(f"adversarial_training must be one of {', '.join(ADVERSARIAL_TRAINING_MODES)}, got {mode!r}.")
+    out["adversarial_training"] = mode
+    for key in ("at_eps", "at_ratio", "trades_beta"):
+        if isinstance(out[key], bool) or not isinstance(out[key], (int, float)):
+            raise ValueError(f"{key} must be a number, got {out[key]!r}.")
+        out[key] = float(out[key])
+    if not 0.0 <= out["at_eps"] <= 255.0:
+        raise ValueError(f"at_eps is in units of 1/255 and must lie in [0, 255], got {out['at_eps']}.")
+    if not 0.0 < out["at_ratio"] <= 1.0:
+        raise ValueError(f"at_ratio must lie in (0, 1], got {out['at_ratio']}.")
+    if out["trades_beta"] < 0:
+        raise ValueError(f"trades_beta must be >= 0, got {out['trades_beta']}.")
+    out["at_steps"] = _positive_int("at_steps", out["at_steps"])
 
 
 class RunSetup:
@@ -182,6 +211,7 @@ class RunSetup:
         if unknown:
             raise ValueError(f"unknown settings {unknown}; expected keys among {', '.join(SETTING_KEYS)}.")
         out: dict[str, Any] = {}
+        defaults = {**AT_DEFAULTS, **defaults}
         for key in SETTING_KEYS:
             value = settings.get(key, AUTO)
             if isinstance(value, str) and value.lower() == AUTO:
@@ -206,6 +236,7 @@ class RunSetup:
             raise ValueError(f"learning_rate must be > 0, got {out['learning_rate']}.")
         if not 0.0 <= out["alpha"] <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {out['alpha']}.")
+        _check_adversarial_settings(out)
         pretrained = out["pretrained"]
         if pretrained is None or str(pretrained).lower() == "none":
             out["pretrained"] = "none"

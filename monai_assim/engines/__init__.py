@@ -1,9 +1,25 @@
 """Ignite/MONAI engines for domain assimilation."""
 
+from monai_assim.engines.adversarial_training import (
+    ADVERSARIAL_TRAINING_MODES,
+    AdversarialKeys,
+    AdversarialTraining,
+    pgd_perturb,
+    trades_kl,
+)
 from monai_assim.engines.assimilation_trainer import (
     AssimilationKeys,
     AssimilationTrainer,
     assimilation_output_transform,
 )
 
-__all__ = ["AssimilationTrainer", "AssimilationKeys", "assimilation_output_transform"]
+__all__ = [
+    "AssimilationTrainer",
+    "AssimilationKeys",
+    "assimilation_output_transform",
+    "ADVERSARIAL_TRAINING_MODES",
+    "AdversarialKeys",
+    "AdversarialTraining",
+    "pgd_perturb",
+    "trades_kl",
+]

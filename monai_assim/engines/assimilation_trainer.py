@@ -12,6 +12,7 @@ from monai.engines.workflow import Workflow
 from monai.utils.enums import CommonKeys as Keys
 from monai.utils.enums import StrEnum
 
+from monai_assim.engines.adversarial_training import AT_LOG_KEYS, AdversarialTraining
 from monai_assim.losses.assimilation_loss import AssimilationLoss
 from monai_assim.networks.assimilation_net import AssimilationNet
 from monai_assim.utils import unwrap_module
@@ -33,15 +34,16 @@ LOSS_KEYS = (Keys.LOSS, AssimilationKeys.LOSS_CE, AssimilationKeys.LOSS_GLCM)
 def assimilation_output_transform(output: Any) -> dict[str, float]:
     """
     ``output_transform`` for ``StatsHandler`` / ``TensorBoardStatsHandler``: ``{"loss", "loss_ce",
-    "loss_glcm"}`` as Python floats, from ``engine.state.output`` whether it was decollated (a list of
-    per-item dicts, the scalars replicated, as ``decollate=True`` leaves it) or not (one dict).
+    "loss_glcm"}`` (and, with adversarial training, ``"loss_adv", "acc_clean", "acc_adv"``) as Python
+    floats, from ``engine.state.output`` whether it was decollated (a list of per-item dicts, the scalars
+    replicated, as ``decollate=True`` leaves it) or not (one dict).
     """
     first = output[0] if isinstance(output, Sequence) and not isinstance(output, (str, Mapping)) else output
     if not isinstance(first, Mapping):
         raise TypeError(f"expected the trainer output dict (or a list of them), got {type(output).__name__}.")
     return {
         str(k): float(first[k].detach()) if isinstance(first[k], torch.Tensor) else float(first[k])
-        for k in LOSS_KEYS
+        for k in LOSS_KEYS + AT_LOG_KEYS
         if k in first
     }
 
@@ -81,7 +83,35 @@ class AssimilationTrainer(SupervisedTrainer):
     ``torch.amp.GradScaler``; bfloat16 on CPU, or on CUDA with ``amp_kwargs={"dtype": torch.bfloat16}``,
     no scaler); the loss is computed in float32 outside
     autocast, because the soft GLCM histograms lose too much precision in half precision.
+
+    Adversarial training (:mod:`monai_assim.engines.adversarial_training`, docs/adversarial.md):
+
+    Args:
+        adversarial_training: ``"none"`` (default: the iteration above, unchanged), ``"pgd"`` (PGD-AT,
+            Madry et al.) or ``"trades"`` (Zhang et al.); the examples are crafted against the whole
+            network in [0, 1] pixel space, in eval mode.
+        at_eps: L-inf budget in [0, 1] pixel units (2/255 by default).
+        at_steps: attack iterations T, step size ``2.5 * at_eps / T`` (the evaluation rule).
+        at_ratio: PGD-AT: fraction of each batch replaced by adversarial examples (1.0 = Madry).
+        trades_beta: TRADES weight of the KL term.
+        args, kwargs: those of ``SupervisedTrainer``.
+
+    With adversarial training ``engine.state.output`` also holds ``loss_adv``, ``acc_clean``, ``acc_adv``
+    and ``image_adv`` (:class:`~monai_assim.engines.adversarial_training.AdversarialKeys`).
     """
+
+    def __init__(
+        self,
+        *args: Any,
+        adversarial_training: str = "none",
+        at_eps: float = 2 / 255,
+        at_steps: int = 5,
+        at_ratio: float = 1.0,
+        trades_beta: float = 6.0,
+        **kwargs: Any,
+    ) -> None:
+        self.adversarial = AdversarialTraining(adversarial_training, at_eps, at_steps, at_ratio, trades_beta)
+        super().__init__(*args, **kwargs)
 
     def run(self) -> None:  # type: ignore[override]
         """
@@ -136,8 +166,11 @@ class AssimilationTrainer(SupervisedTrainer):
         if should_zero_grad:
             engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
 
+        adversarial = engine.adversarial.enabled
         with torch.autocast(x.device.type, enabled=engine.amp, **engine.amp_kwargs):
-            if with_glcm:
+            if adversarial:  # craft (eval mode), then the training forward
+                logits, at_state = engine.adversarial.forward(engine, x, y, args, kwargs, with_glcm)
+            elif with_glcm:
                 logits, rgb = engine.inferer(x, engine.network, *args, return_assimilated=True, **kwargs)
             else:
                 logits = engine.inferer(x, engine.network, *args, **kwargs)
@@ -145,7 +178,12 @@ class AssimilationTrainer(SupervisedTrainer):
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
 
         logits = logits.float()
-        if with_glcm:
+        if adversarial:
+            loss, loss_ce, loss_glcm, at_terms = engine.adversarial.loss(
+                loss_fn, y, x, at_state, with_glcm, assimilation_loss
+            )
+            engine.state.output.update(at_terms)
+        elif with_glcm:
             loss = loss_fn(logits, y, rgb.float(), x).mean()
             loss_ce, loss_glcm = loss_fn.last_terms["ce"], loss_fn.last_terms["glcm"]
         elif assimilation_loss:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,11 +19,20 @@ from monai_assim.attacks import (
     build_attack,
     build_eps_grouped_attack,
     canonical_attack_name,
-    check_num_classes,
     check_eps as validate_eps,
+    check_num_classes,
     is_eps_groupable,
     parse_attacks,
     run_attack,
+)
+from monai_assim.networks.clamp import clamp_out_of_range, straight_through_clamps
+from monai_assim.robustness_results import (
+    RESULT_COLUMNS,
+    WORST,
+    per_image_path,
+    worst_case_correct,
+    write_per_image,
+    write_results,
 )
 from monai_assim.utils import as_class_indices, unwrap_module
 
@@ -43,23 +49,14 @@ __all__ = ["AdversarialRobustnessHandler", "DEFAULT_ATTACKS", "RESULT_COLUMNS", 
 DEFAULT_ATTACKS: dict[str, dict[str, Any]] = {**{a: {} for a in PAPER_ATTACKS}, "Square": {"n_queries": 1000}}
 """The paper's four white-box attacks plus black-box Square (1000 queries) for the masking check."""
 
-RESULT_COLUMNS: tuple[str, ...] = (
-    "attack",
-    "eps",
-    "eps_255",
-    "role",
-    "n",
-    "n_clean_correct",
-    "n_correct",
-    "accuracy",
-    "n_success",
-    "success_rate",
-    "seconds",
-    "variant",
-    "seed",
-    "epoch",
-)
-"""Columns of the CSV file, and keys of each JSON row, one row per (attack, eps)."""
+#: roles of the structure-aware checks (``structure_checks=True``)
+STRUCTURE_ROLES = ("check_bpda", "check_apgd_strong", "check_worst")
+
+#: APGD-CE settings of the larger-budget check: torchattacks' APGD defaults are 10 steps, 1 restart
+DEFAULT_STRONG_APGD: dict[str, Any] = {"loss": "ce", "steps": 50, "n_restarts": 3}
+
+#: black-box attacks: no gradient, so the straight-through (BPDA) rerun does not apply to them
+_BLACK_BOX = ("Square",)
 
 
 def eps_tag(eps: float) -> str:
@@ -72,23 +69,40 @@ def robustness_metric_names(
     eps: Sequence[float] = DEFAULT_EPS,
     prefix: str = "adv_",
     check_eps: float | None = 64 / 255,
+    worst_case: bool = False,
+    structure_checks: bool = False,
 ) -> list[str]:
     """
     The names :class:`AdversarialRobustnessHandler` writes to ``engine.state.metrics``, in order::
 
         {prefix}clean_acc
         {prefix}{attack}_eps{k}_acc, {prefix}{attack}_eps{k}_asr   for each attack, then each eps
+        {prefix}worst_eps{k}_acc                                     each eps, with worst_case
         {prefix}check_PGD_eps{k}_acc                                 when check_eps is set
+        {prefix}check_bpda_{attack}_eps{k}_acc                       with structure_checks: each
+                                                                     gradient-based attack, each eps
+        {prefix}check_apgd_strong_eps{k}_acc                         with structure_checks, each eps
+        {prefix}check_worst_eps{k}_acc                               with structure_checks, each eps
         {prefix}gradient_masking                                     1.0 when a check failed, else 0.0
+        {prefix}clamp_out_texture, {prefix}clamp_out_color           with structure_checks, for
+                                                                     networks with T and C only
 
-    with ``k = eps * 255`` (:func:`eps_tag`) and the canonical attack names.
+    with ``k = eps * 255`` (:func:`eps_tag`) and the canonical attack names (an ensemble such as
+    ``"autoattack-binary"`` stands for its members).
     """
+    parsed = parse_attacks(attacks if isinstance(attacks, Mapping) else list(attacks))
     names = [f"{prefix}clean_acc"]
-    for a in parse_attacks(attacks if isinstance(attacks, Mapping) else list(attacks)):
+    for a in parsed:
         for e in eps:
             names += [f"{prefix}{a}_eps{eps_tag(e)}_acc", f"{prefix}{a}_eps{eps_tag(e)}_asr"]
+    if worst_case:
+        names += [f"{prefix}worst_eps{eps_tag(e)}_acc" for e in eps]
     if check_eps is not None:
         names.append(f"{prefix}check_PGD_eps{eps_tag(check_eps)}_acc")
+    if structure_checks:
+        names += [f"{prefix}check_bpda_{a}_eps{eps_tag(e)}_acc" for a in parsed if a not in _BLACK_BOX for e in eps]
+        names += [f"{prefix}check_apgd_strong_eps{eps_tag(e)}_acc" for e in eps]
+        names += [f"{prefix}check_worst_eps{eps_tag(e)}_acc" for e in eps]
     names.append(f"{prefix}gradient_masking")
     return names
 
@@ -162,6 +176,31 @@ class AdversarialRobustnessHandler:
         image_key: key of the images. label_key: key of the labels.
         progress: show a tqdm bar over batches x attacks (rank 0 only).
         save_rank: the rank that writes files under DDP.
+        worst_case: add the worst case over attacks, per eps, to the metrics
+            (``adv_worst_eps{k}_acc``) and to the summary rows (attack ``"worst"``, role ``"worst"``): the
+            accuracy over images classified correctly under EVERY attack run at that eps (a per-image AND).
+            The per-image file always holds the worst-case rows.
+        structure_checks: rerun the attacks knowing the model's structure (docs/adversarial.md, "Worst case
+            and structure-aware checks"): every gradient-based attack of the grid with the texture and
+            colour modules' clamps passing gradients as the identity (role ``check_bpda``; for a network
+            without those clamps the results of the plain attack, which it equals), APGD-CE with a larger
+            budget (role ``check_apgd_strong``, settings ``structure_check_kwargs``), the worst case over
+            all of them (attack ``"worst"``, role ``check_worst``), and the fraction of values that T and C
+            push outside [0, 1] before their clamps (metrics ``adv_clamp_out_texture``/``_color``, JSON
+            ``"structure"``).
+        structure_check_kwargs: torchattacks APGD keyword arguments of the larger-budget check; default
+            :data:`DEFAULT_STRONG_APGD` (CE, 50 steps, 3 restarts).
+
+    Per-image results: with ``output_dir``, ``<output_dir>/<file_prefix>_per_image.csv`` in long format
+    (:data:`~monai_assim.robustness_results.PER_IMAGE_COLUMNS`): one row per sample and result (clean,
+    each attack and eps and check, the worst case per eps), ``sample`` the running index in evaluation
+    order (under DDP: rank 0's samples, then rank 1's, ...), ``image`` the file name from the batch's
+    MetaTensor meta ``filename_or_obj`` where there is one, else ``""``.
+
+    The reduction (metrics, files, report) runs right after the last batch of the epoch when the epoch
+    length is known, i.e. before any ``EPOCH_COMPLETED`` handler, so ``StatsHandler`` and ``MetricsSaver``
+    see the metrics whatever their order in the handler list; with an unknown epoch length it runs on
+    ``EPOCH_COMPLETED``, and then this handler must be listed before them.
 
     Labels may be ``(B,)`` class indices, ``(B, 1)`` or one-hot / scores ``(B, num_classes)``.
     """
@@ -187,6 +226,9 @@ class AdversarialRobustnessHandler:
         label_key: str = CommonKeys.LABEL,
         progress: bool = True,
         save_rank: int = 0,
+        worst_case: bool = False,
+        structure_checks: bool = False,
+        structure_check_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self.attacks = parse_attacks(DEFAULT_ATTACKS if attacks is None else attacks)
         if isinstance(eps, (int, float)):
@@ -223,6 +265,12 @@ class AdversarialRobustnessHandler:
         self.label_key = label_key
         self.progress = progress
         self.save_rank = save_rank
+        self.worst_case = bool(worst_case)
+        self.structure_checks = bool(structure_checks)
+        self.structure_check_kwargs = dict(DEFAULT_STRONG_APGD if structure_check_kwargs is None else structure_check_kwargs)
+        if "eps" in self.structure_check_kwargs:
+            raise ValueError("the larger-budget check runs on the eps grid; do not give eps in structure_check_kwargs.")
+        self.structure: dict[str, float] = {}
         self.logger = logging.getLogger(__name__)
         self.rows: list[dict[str, Any]] = []
         self.report: list[str] = []
@@ -230,11 +278,17 @@ class AdversarialRobustnessHandler:
 
     # ------------------------------------------------------------------ ignite plumbing
     def attach(self, engine: Engine) -> None:
-        """Register on ``EPOCH_STARTED`` (reset), ``ITERATION_COMPLETED`` (attack) and ``EPOCH_COMPLETED``."""
+        """
+        Register on ``EPOCH_STARTED`` (reset), ``ITERATION_COMPLETED`` (attack; reduce after the last batch)
+        and ``EPOCH_COMPLETED`` (reduce, when not done yet). A second ``attach`` to the same engine does
+        nothing (``engine.has_event_handler``), as MONAI's handlers do.
+        """
         # MONAI workflows attach handlers before they set `engine.network`: check it when it exists
         network = self.network if self.network is not None else getattr(engine, "network", None)
         if getattr(network, "num_classes", None) is not None:
             self._check_classes(int(network.num_classes))
+        if engine.has_event_handler(self, Events.ITERATION_COMPLETED):
+            return  # attached already: attaching twice would attack every batch twice
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
@@ -261,10 +315,31 @@ class AdversarialRobustnessHandler:
             # the masking check: the configured PGD settings, always with random start
             kwargs = {**self.attacks.get("PGD", {}), **self.check_kwargs, "random_start": True}
             plan.append(("check", "PGD", kwargs, [(self.check_eps,)]))
+        if self.structure_checks:
+            for role, name, kwargs, groups in list(plan):
+                if role == "attack" and name not in _BLACK_BOX:
+                    plan.append(("check_bpda", name, kwargs, groups))
+            plan.append(("check_apgd_strong", "APGD", dict(self.structure_check_kwargs), [(e,) for e in self.eps]))
         return plan
 
-    def _keys(self) -> list[tuple[str, str, float]]:
+    def _worst_eps(self) -> list[float]:
+        """The eps values of the grid attacks, in order of first appearance."""
+        return list(dict.fromkeys(e for r, _, _, groups in self._plan() if r == "attack" for g in groups for e in g))
+
+    def _worst_members(self, role: str, e: float) -> list[tuple[str, str, float]]:
+        roles = ("attack",) if role == WORST else ("attack", "check_bpda", "check_apgd_strong")
+        return [k for k in self._attack_keys() if k[0] in roles and k[2] == e]
+
+    def _attack_keys(self) -> list[tuple[str, str, float]]:
         return [(role, name, e) for role, name, _, groups in self._plan() for group in groups for e in group]
+
+    def _keys(self) -> list[tuple[str, str, float]]:
+        """Every result, in row order: grid attacks, worst case, large-eps check, structure checks."""
+        keys = self._attack_keys()
+        n_grid = sum(1 for k in keys if k[0] == "attack")
+        worst = [(WORST, WORST, e) for e in self._worst_eps()]
+        check_worst = [("check_worst", WORST, e) for e in self._worst_eps()] if self.structure_checks else []
+        return keys[:n_grid] + worst + keys[n_grid:] + check_worst
 
     def _reset(self) -> None:
         self._batch_index = 0
@@ -275,12 +350,18 @@ class AdversarialRobustnessHandler:
         self._seconds = {k: 0.0 for k in self._keys()}
         self._num_classes: int | None = None
         self._pbar = None
+        # per image: labels, file names, clean and per-key correctness, one entry per batch
+        self._labels: list[torch.Tensor] = []
+        self._names: list[str] = []
+        self._correct: dict[Any, list[torch.Tensor]] = {k: [] for k in [("clean", "clean", 0.0), *self._keys()]}
+        self._clamp = [0.0, 0.0, 0]  # sum over batches of (texture fraction * B, color fraction * B), B
+        self._finished = False
 
     def _epoch_started(self, engine: Engine) -> None:
         self._reset()
         if self.progress and has_tqdm and idist.get_rank() == 0:
             length = engine.state.epoch_length
-            n_attacks = len(self.attacks) + (self.check_eps is not None)
+            n_attacks = len(self._plan())
             total = None if length is None else length * n_attacks
             self._pbar = tqdm(total=total, desc="adversarial robustness (batches x attacks)", leave=False)
 
@@ -312,6 +393,22 @@ class AdversarialRobustnessHandler:
         return as_class_indices(labels, num_classes, batch_size=batch_size, device=device)
 
     # ------------------------------------------------------------------ per batch
+    def _image_names(self, engine: Engine, batch_size: int) -> list[str]:
+        """File names of the batch's images from MetaTensor meta ``filename_or_obj``, else ``""``."""
+        for data in (engine.state.batch, engine.state.output):
+            names: Any = None
+            if isinstance(data, Mapping) and isinstance(data.get(self.image_key), MetaTensor):
+                names = data[self.image_key].meta.get("filename_or_obj")
+            elif isinstance(data, Sequence) and data and all(isinstance(d, Mapping) for d in data):
+                items = [d.get(self.image_key) for d in data]
+                if all(isinstance(i, MetaTensor) for i in items):
+                    names = [i.meta.get("filename_or_obj") for i in items]
+            if isinstance(names, str):
+                names = [names]
+            if isinstance(names, Sequence) and len(names) == batch_size:
+                return ["" if n is None else str(n) for n in names]
+        return [""] * batch_size
+
     def __call__(self, engine: Engine) -> None:
         """Attack the current batch with every attack and eps and accumulate the counts."""
         network = self._network(engine)
@@ -346,32 +443,94 @@ class AdversarialRobustnessHandler:
             clean_correct = logits.argmax(dim=1) == labels
             self._n += batch_size
             self._clean_correct += int(clean_correct.sum())
+            self._labels.append(labels.cpu())
+            self._names += self._image_names(engine, batch_size)
+            self._correct[("clean", "clean", 0.0)].append(clean_correct.cpu())
+            has_clamps = any(hasattr(m, "straight_through_clamp") for m in network.modules())
+            if self.structure_checks:
+                fractions = clamp_out_of_range(network, images)
+                if fractions:
+                    self._clamp[0] += fractions["texture"] * batch_size
+                    self._clamp[1] += fractions["color"] * batch_size
+                    self._clamp[2] += batch_size
 
             for role, name, kwargs, groups in self._plan():
                 for group in groups:
+                    if role == "check_bpda" and not has_clamps:
+                        # no clamps to pass straight through: the check is the plain attack itself
+                        for e in group:
+                            self._record((role, name, e), self._correct[("attack", name, e)][-1], clean_correct, 0.0)
+                        continue
                     start = time.perf_counter()
-                    if len(group) > 1:
-                        attack = build_eps_grouped_attack(name, network, group, batch_size, num_classes, **kwargs)
-                        reps = (len(group),) + (1,) * (images.ndim - 1)
-                        adv = run_attack(attack, images.repeat(*reps), labels.repeat(len(group)), seed)
-                    else:
-                        attack = build_attack(name, network, group[0], num_classes, **kwargs)
-                        adv = run_attack(attack, images, labels, seed)
+                    with straight_through_clamps(network) if role == "check_bpda" else nullcontext():
+                        if len(group) > 1:
+                            attack = build_eps_grouped_attack(name, network, group, batch_size, num_classes, **kwargs)
+                            reps = (len(group),) + (1,) * (images.ndim - 1)
+                            adv = run_attack(attack, images.repeat(*reps), labels.repeat(len(group)), seed)
+                        else:
+                            attack = build_attack(name, network, group[0], num_classes, **kwargs)
+                            adv = run_attack(attack, images, labels, seed)
                     with torch.no_grad():
                         pred = network(adv).argmax(dim=1)
                     sync()
                     seconds = (time.perf_counter() - start) / len(group)
                     for g, e in enumerate(group):
                         correct = pred[g * batch_size : (g + 1) * batch_size] == labels
-                        counts = self._counts[(role, name, e)]
-                        counts[0] += int(correct.sum())
-                        counts[1] += int((clean_correct & ~correct).sum())
-                        self._seconds[(role, name, e)] += seconds
+                        self._record((role, name, e), correct, clean_correct, seconds)
                 if self._pbar is not None:
                     self._pbar.update(1)
+        # the worst case over attacks, per eps: a per-image AND
+        for key in self._keys():
+            if key[1] == WORST:
+                members = self._worst_members(key[0], key[2])
+                worst = worst_case_correct([self._correct[m][-1] for m in members])
+                self._record(key, worst, clean_correct, 0.0)  # seconds: the members' sum, set at the end
+        length = engine.state.epoch_length
+        if length is not None and self._batch_index == int(length):
+            self._finish(engine)  # before EPOCH_COMPLETED: every epoch-end handler sees the metrics
+
+    def _record(self, key: tuple[str, str, float], correct: torch.Tensor, clean_correct: torch.Tensor, seconds: float):
+        correct, clean_correct = correct.cpu(), clean_correct.cpu()
+        counts = self._counts[key]
+        counts[0] += int(correct.sum())
+        counts[1] += int((clean_correct & ~correct).sum())
+        self._seconds[key] += seconds
+        self._correct[key].append(correct)
 
     # ------------------------------------------------------------------ epoch end
     def _epoch_completed(self, engine: Engine) -> None:
+        if not self._finished:
+            self._finish(engine)
+
+    def _gather_per_image(self) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        """(names, labels (N,), correct (N, K)) over all ranks, rank 0's samples first."""
+        keys = list(self._correct)
+        labels = torch.cat(self._labels) if self._labels else torch.zeros(0, dtype=torch.long)
+        correct = (
+            torch.stack([torch.cat(self._correct[k]) for k in keys], dim=1).long()
+            if self._labels
+            else torch.zeros(0, len(keys), dtype=torch.long)
+        )
+        local = torch.cat([labels.view(-1, 1).long(), correct], dim=1)
+        if idist.get_world_size() == 1:
+            return list(self._names), labels, correct
+        n_max = int(idist.all_reduce(torch.tensor([local.shape[0]], dtype=torch.float64), op="MAX").item())
+        padded = torch.full((n_max, local.shape[1]), -1, dtype=torch.long)
+        padded[: local.shape[0]] = local
+        gathered = idist.all_gather(padded.to(idist.device()))
+        names = idist.all_gather("\n".join(self._names))
+        names = [names] if isinstance(names, str) else list(names)
+        rows, all_names = [], []
+        for r in range(idist.get_world_size()):
+            block = gathered[r * n_max : (r + 1) * n_max].cpu()
+            block = block[block[:, 0] >= 0]
+            rows.append(block)
+            all_names += names[r].split("\n") if block.shape[0] else []
+        merged = torch.cat(rows)
+        return all_names, merged[:, 0], merged[:, 1:]
+
+    def _finish(self, engine: Engine) -> None:
+        self._finished = True
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
@@ -380,6 +539,8 @@ class AdversarialRobustnessHandler:
         counts = idist.all_reduce(torch.tensor(counts, dtype=torch.float64)).tolist()
         seconds = [self._clean_seconds] + [self._seconds[k] for k in keys]
         seconds = idist.all_reduce(torch.tensor(seconds, dtype=torch.float64), op="MAX").tolist()
+        clamp = idist.all_reduce(torch.tensor(self._clamp, dtype=torch.float64)).tolist()
+        names, labels, correct = self._gather_per_image()
         n, clean_correct = int(counts[0]), int(counts[1])
         variant = self.variant or getattr(self._network(engine), "variant", None) or "unknown"
         epoch = int(engine.state.epoch)
@@ -387,7 +548,7 @@ class AdversarialRobustnessHandler:
         def ratio(a: int, b: int) -> float:
             return a / b if b > 0 else float("nan")
 
-        rows = [
+        all_rows = [
             dict(
                 attack="clean", eps=0.0, eps_255=0.0, role="clean", n=n, n_clean_correct=clean_correct,
                 n_correct=clean_correct, accuracy=ratio(clean_correct, n), n_success=0,
@@ -397,7 +558,7 @@ class AdversarialRobustnessHandler:
         ]
         for i, (role, name, e) in enumerate(keys):
             n_correct, n_success = int(counts[2 + 2 * i]), int(counts[3 + 2 * i])
-            rows.append(
+            all_rows.append(
                 dict(
                     attack=name, eps=e, eps_255=round(e * 255, 4), role=role, n=n, n_clean_correct=clean_correct,
                     n_correct=n_correct, accuracy=ratio(n_correct, n), n_success=n_success,
@@ -405,23 +566,43 @@ class AdversarialRobustnessHandler:
                     seed=self.seed, epoch=epoch,
                 )
             )
+        seconds_of = {(r["role"], r["attack"], r["eps"]): r["seconds"] for r in all_rows}
+        for r in all_rows:
+            if r["attack"] == WORST:
+                r["seconds"] = sum(seconds_of[m] for m in self._worst_members(r["role"], r["eps"]))
+        # the summary rows hold the worst case only when asked for (the per-image file always does)
+        rows = [r for r in all_rows if r["role"] != WORST or self.worst_case]
         self.rows = rows
+        self.structure = (
+            {"texture": clamp[0] / clamp[2], "color": clamp[1] / clamp[2]} if self.structure_checks and clamp[2] else {}
+        )
         self.report, masking = self._honesty_report(rows)
 
         p = self.metric_prefix
         metrics = engine.state.metrics
         metrics[f"{p}clean_acc"] = rows[0]["accuracy"]
         for r in rows[1:]:
+            tag = eps_tag(r["eps"])
             if r["role"] == "attack":
-                metrics[f"{p}{r['attack']}_eps{eps_tag(r['eps'])}_acc"] = r["accuracy"]
-                metrics[f"{p}{r['attack']}_eps{eps_tag(r['eps'])}_asr"] = r["success_rate"]
-            else:
-                metrics[f"{p}check_PGD_eps{eps_tag(r['eps'])}_acc"] = r["accuracy"]
+                metrics[f"{p}{r['attack']}_eps{tag}_acc"] = r["accuracy"]
+                metrics[f"{p}{r['attack']}_eps{tag}_asr"] = r["success_rate"]
+            elif r["role"] == "check":
+                metrics[f"{p}check_PGD_eps{tag}_acc"] = r["accuracy"]
+            elif r["role"] == "check_bpda":
+                metrics[f"{p}check_bpda_{r['attack']}_eps{tag}_acc"] = r["accuracy"]
+            else:  # worst, check_apgd_strong, check_worst
+                metrics[f"{p}{r['role']}_eps{tag}_acc"] = r["accuracy"]
         metrics[f"{p}gradient_masking"] = 1.0 if masking else 0.0
+        for k, v in self.structure.items():
+            metrics[f"{p}clamp_out_{k}"] = v
         for line in self.report:
             (self.logger.warning if "possible gradient masking" in line else self.logger.info)(line)
         if self.output_dir is not None and idist.get_rank() == self.save_rank:
             self._write(rows)
+            results = [
+                (k[1], round(k[2] * 255, 4), k[0], correct[:, j]) for j, k in enumerate(self._correct)
+            ]
+            write_per_image(per_image_path(self.output_dir, self.file_prefix), names, labels, results)
 
     def _honesty_report(self, rows: list[dict[str, Any]]) -> tuple[list[str], bool]:
         report: list[str] = []
@@ -462,23 +643,31 @@ class AdversarialRobustnessHandler:
                         f"stronger than the best white-box attack {best['attack']} ({best['accuracy']:.4f}) "
                         f"at eps={eps_tag(e)}/255."
                     )
+        worst = {r["eps"]: r for r in rows if r["role"] == WORST}
+        checked = {r["eps"]: r for r in rows if r["role"] == "check_worst"}
+        for e in sorted(set(worst) | set(checked)):
+            parts = [f"worst case over the attacks {worst[e]['accuracy']:.4f}"] if e in worst else []
+            if e in checked:
+                parts.append(f"with the structure-aware checks {checked[e]['accuracy']:.4f}")
+            report.append(f"eps {eps_tag(e)}/255: " + ", ".join(parts))
+        if self.structure:
+            report.append(
+                f"clamps: T pushes {100 * self.structure['texture']:.2f}% and C {100 * self.structure['color']:.2f}% "
+                "of the values outside [0, 1] before their clamps (clean images)."
+            )
         return report, masking
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
-        os.makedirs(self.output_dir, exist_ok=True)
-        base = os.path.join(os.fspath(self.output_dir), self.file_prefix)
-        with open(base + ".csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
-            writer.writeheader()
-            for r in rows:
-                writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
-        payload = {
+        extra: dict[str, Any] = {
             "variant": rows[0]["variant"],
             "seed": self.seed,
             "epoch": rows[0]["epoch"],
             "attacks": self.attacks,
             "report": self.report,
-            "rows": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows],
         }
-        with open(base + ".json", "w") as f:
-            json.dump(payload, f, indent=2)
+        if self.structure_checks:
+            extra["structure"] = {
+                "clamp_out_of_range": dict(self.structure),
+                "apgd_strong": dict(self.structure_check_kwargs),
+            }
+        write_results(rows, self.output_dir, self.file_prefix, **extra)

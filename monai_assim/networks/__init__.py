@@ -12,6 +12,7 @@ from monai_assim.networks.backbones import (
     load_backbone_state_dict,
     set_batchnorm_eval,
 )
+from monai_assim.networks.clamp import clamp_out_of_range, straight_through_clamps, unit_clamp
 from monai_assim.networks.color_module import ColorModule
 from monai_assim.networks.texture_module import TextureModule
 
@@ -29,4 +30,7 @@ __all__ = [
     "imagenet_state_dict",
     "load_backbone_state_dict",
     "set_batchnorm_eval",
+    "clamp_out_of_range",
+    "straight_through_clamps",
+    "unit_clamp",
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from monai_assim.networks.clamp import unit_clamp
+
 __all__ = ["TextureModule"]
 
 
@@ -56,7 +58,14 @@ class TextureModule(nn.Module):
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
 
+    #: pass the clamp's gradient as the identity (BPDA check), see :func:`~monai_assim.networks.straight_through_clamps`
+    straight_through_clamp: bool = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_tracing() and (x.ndim != 4 or x.shape[1] != 1):
             raise ValueError(f"TextureModule expects a (B, 1, H, W) grey image, got shape {tuple(x.shape)}.")
-        return torch.clamp(x + self.residual(x), 0.0, 1.0)
+        return unit_clamp(self.unclamped(x), self.straight_through_clamp)
+
+    def unclamped(self, x: torch.Tensor) -> torch.Tensor:
+        """:math:`x + f(x)` before the clamp (values may leave [0, 1])."""
+        return x + self.residual(x)

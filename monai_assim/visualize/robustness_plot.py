@@ -2,57 +2,21 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from monai_assim.robustness_results import WORST, load_robustness_rows
+
 __all__ = ["load_robustness_rows", "plot_robustness"]
 
-_NUMERIC = ("eps", "eps_255", "n", "n_clean_correct", "n_correct", "accuracy", "n_success", "success_rate", "seconds")
-
-
-def load_robustness_rows(source: str | os.PathLike | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """
-    Rows of a result file written by :class:`~monai_assim.handlers.AdversarialRobustnessHandler`
-    (``.csv`` or ``.json``), or already loaded rows (returned as dict copies).
-
-    Raises:
-        ValueError: unknown file type, or rows without the ``attack``/``eps``/``accuracy`` columns.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if path.endswith(".json"):
-            with open(path) as f:
-                data = json.load(f)
-            rows = data["rows"] if isinstance(data, Mapping) else data
-        elif path.endswith(".csv"):
-            with open(path, newline="") as f:
-                rows = list(csv.DictReader(f))
-        else:
-            raise ValueError(f"result file must be .csv or .json, got {path!r}.")
-    else:
-        rows = source
-    out = []
-    for r in rows:
-        r = dict(r)
-        missing = {"attack", "eps", "accuracy"} - set(r)
-        if missing:
-            raise ValueError(f"result row lacks {sorted(missing)}: {r}.")
-        for k in _NUMERIC:
-            if k in r:
-                r[k] = float("nan") if r[k] in ("", None) else float(r[k])
-        out.append(r)
-    return out
-
-
 def _curves(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
-    """attack -> sorted (eps * 255, accuracy), starting from the clean accuracy at eps 0."""
+    """attack -> sorted (eps * 255, accuracy), starting from the clean accuracy at eps 0; the worst case
+    over attacks (role ``worst``) as the curve ``"worst"``."""
     clean = [r["accuracy"] for r in rows if r.get("role") == "clean" or r["attack"] == "clean"]
     curves: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
-        if r["attack"] == "clean" or r.get("role", "attack") != "attack":
+        if r["attack"] == "clean" or r.get("role", "attack") not in ("attack", WORST):
             continue
         curves.setdefault(r["attack"], []).append((r["eps"] * 255, r["accuracy"]))
     for name, pts in curves.items():
@@ -75,7 +39,8 @@ def plot_robustness(
     With ``vanilla`` given this draws the paper's figure: ``results`` (the assimilated model) as solid
     lines, ``vanilla`` as dashed lines in the same colour per attack. The x axis is eps in units of
     1/255, the y axis accuracy on [0, 1]; each curve starts from the clean accuracy at eps = 0.
-    Only the eps-grid rows (role ``attack``) are drawn; the large-eps PGD check row is left out.
+    Only the eps-grid rows (role ``attack``) and the worst case over attacks (role ``worst``, drawn in
+    black) are drawn; the large-eps PGD check and the structure-aware check rows are left out.
 
     Args:
         results: a result file (``.csv``/``.json``) or loaded rows.
@@ -101,7 +66,7 @@ def plot_robustness(
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     solid_label = "assimilated" if vanilla is not None else None
     for i, name in enumerate(names):
-        colour = colours(i % 10)
+        colour = "black" if name == WORST else colours(i % 10)  # the worst case over attacks in black
         if name in solid:
             e, a = zip(*solid[name])
             label = f"{name} ({solid_label})" if solid_label else name

@@ -1,0 +1,281 @@
+r"""
+Adversarial training inside :class:`~monai_assim.engines.AssimilationTrainer`: PGD-AT and TRADES.
+
+Both craft L-inf adversarial examples against the WHOLE model (texture module T, colour module C, the
+backbone's normalisation and the backbone: the network as the evaluator calls it) in [0, 1] pixel space,
+with the step rule of evaluation (:func:`monai_assim.attacks.step_size`, :math:`\alpha = 2.5\,\epsilon/T`)
+and a uniform random start in the eps-ball:
+
+.. math::
+    x^{0} = \Pi(x + U(-\epsilon, \epsilon)), \qquad
+    x^{t+1} = \Pi\big(x^{t} + \alpha\,\mathrm{sign}\,\nabla_{x^t} L(x^t)\big),
+
+with :math:`\Pi` the projection on :math:`\{|x' - x|_\infty \le \epsilon\} \cap [0, 1]`; for the CE loss
+this is exactly ``torchattacks.PGD`` (same calls, so the same random start for the same seed).
+
+- **PGD-AT** (Madry et al. 2018): :math:`L = \mathrm{CE}`; the first ``round(ratio * B)`` samples of
+  each batch are replaced by their adversarial examples (``ratio = 1``: Madry's training), and the
+  model is updated on that batch with the trainer's loss.
+- **TRADES** (Zhang et al. 2019): the inner loss is :math:`\mathrm{KL}(p(x) \,\|\, p(x'))` with
+  :math:`p(x)` the clean prediction of the model in eval mode (fixed during crafting), and the objective
+  :math:`\mathrm{CE}(f(x), y) + \beta\, \mathrm{KL}(p(x) \,\|\, p(x_{adv}))` (:func:`trades_kl`).
+
+**Model mode.** The attack runs with the whole network in eval mode (:func:`eval_mode`): BatchNorm uses
+and does NOT update its running statistics, dropout is off; every submodule's ``training`` flag is
+restored afterwards. The update forward runs in train mode, once, on the batch the loss sees (PGD-AT: the
+mixed batch; TRADES: clean and adversarial batches concatenated, one forward, so DistributedDataParallel
+sees one forward per backward), so the running statistics after a PGD-AT step equal those after a plain
+step on the adversarial batch.
+
+**The GLCM term of the assimilated variant** compares the assimilated image of the batch the model is
+trained on with the CLEAN image, :math:`\mathrm{GLCM}(C(T(x_{in})), x)`: the term asks C∘T to keep the
+texture of the medical image, and the adversarial perturbation is not texture to keep (asking
+:math:`C(T(x_{adv}))` to match :math:`x_{adv}` would reward T for passing the perturbation through). It
+costs no extra forward, and without an attack (:math:`x_{in} = x`) it is the paper's term. For TRADES
+the clean half of the batch gives :math:`\mathrm{GLCM}(C(T(x)), x)`, the paper's term itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from monai.utils.enums import StrEnum
+from torch import nn
+
+from monai_assim.attacks import check_eps, step_size
+
+__all__ = [
+    "ADVERSARIAL_TRAINING_MODES",
+    "AdversarialKeys",
+    "AdversarialTraining",
+    "eval_mode",
+    "pgd_perturb",
+    "trades_kl",
+]
+
+#: ``none`` (plain training), ``pgd`` (PGD-AT, Madry et al.), ``trades`` (Zhang et al.)
+ADVERSARIAL_TRAINING_MODES = ("none", "pgd", "trades")
+
+
+class AdversarialKeys(StrEnum):
+    """Keys adversarial training adds to ``engine.state.output``."""
+
+    LOSS_ADV = "loss_adv"  # PGD-AT: CE on the adversarial samples; TRADES: KL(p(x) || p(x_adv)) (unweighted)
+    ACC_CLEAN = "acc_clean"  # accuracy on the clean batch, model in eval mode, before the update
+    ACC_ADV = "acc_adv"  # accuracy on the adversarial samples (the training forward)
+    IMAGE_ADV = "image_adv"  # the batch the update was computed on (PGD-AT) / the adversarial batch (TRADES)
+
+
+#: the logged adversarial-training scalars
+AT_LOG_KEYS = (AdversarialKeys.LOSS_ADV, AdversarialKeys.ACC_CLEAN, AdversarialKeys.ACC_ADV)
+
+
+@contextmanager
+def eval_mode(network: nn.Module) -> Iterator[nn.Module]:
+    """Every submodule in eval mode; afterwards each ``training`` flag is restored as it was."""
+    flags = [(m, m.training) for m in network.modules()]
+    network.eval()
+    try:
+        yield network
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def trades_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
+    r"""
+    :math:`\frac{1}{B}\sum_i \sum_k p_{ik} (\log p_{ik} - \log q_{ik})`, :math:`p = \mathrm{softmax}(z_{clean})`,
+    :math:`q = \mathrm{softmax}(z_{adv})`: TRADES' KL(p(x) || p(x_adv)), batch mean.
+
+    Shapes:
+        both ``(B, K)`` -> scalar.
+    """
+    log_p = F.log_softmax(logits_clean.float(), dim=1)
+    log_q = F.log_softmax(logits_adv.float(), dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
+
+
+def class_indices(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Labels ``(B,)``, ``(B, 1)`` or one-hot / scores ``(B, K)`` as class indices ``(B,)``."""
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    elif labels.ndim == 2 and labels.shape[1] == num_classes:
+        labels = labels.argmax(dim=1)
+    return labels.long()
+
+
+def pgd_perturb(
+    network: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    eps: float,
+    steps: int,
+    alpha: float | None = None,
+    target_logits: torch.Tensor | None = None,
+    random_start: bool = True,
+) -> torch.Tensor:
+    """
+    L-inf PGD on ``network`` (eval mode, flags restored) from a uniform random start, maximising CE
+    (``labels``) or, with ``target_logits``, TRADES' :func:`trades_kl` (target fixed). Gradients are taken
+    w.r.t. the input only; parameters' ``.grad`` are left untouched.
+
+    Args:
+        network: the whole model, ``(B, 1, H, W)`` on [0, 1] -> logits.
+        images: ``(B, 1, H, W)`` on [0, 1].
+        labels: ``(B,)`` class indices (CE), or None with ``target_logits``.
+        eps: budget in [0, 1]. steps: iterations T. alpha: step size, default ``2.5 * eps / T``.
+        target_logits: ``(B, K)`` clean logits for the TRADES inner maximisation.
+        random_start: start at a uniform random point of the eps-ball (``Tensor.uniform_``, as torchattacks).
+
+    Returns:
+        adversarial images, detached, ``|x_adv - x|_inf <= eps``, on [0, 1].
+    """
+    eps = check_eps(eps)
+    alpha = step_size(eps, steps) if alpha is None else float(alpha)
+    images = images.detach()
+    adv = images.clone()
+    if random_start:
+        adv = torch.clamp(adv + torch.empty_like(adv).uniform_(-eps, eps), 0, 1).detach()
+    target = None if target_logits is None else target_logits.detach()
+    with eval_mode(network), torch.enable_grad():
+        for _ in range(int(steps)):
+            adv.requires_grad_(True)
+            logits = network(adv)
+            if target is None:
+                cost = F.cross_entropy(logits.float(), labels)
+            else:
+                cost = trades_kl(target, logits)
+            grad = torch.autograd.grad(cost, adv)[0]
+            adv = adv.detach() + alpha * grad.sign()
+            delta = torch.clamp(adv - images, -eps, eps)
+            adv = torch.clamp(images + delta, 0, 1).detach()
+    return adv
+
+
+def _unwrapped(network: nn.Module) -> nn.Module:
+    while True:
+        if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            network = network.module
+        elif hasattr(network, "_orig_mod"):
+            network = network._orig_mod
+        else:
+            return network
+
+
+class AdversarialTraining:
+    """
+    The adversarial part of an :class:`~monai_assim.engines.AssimilationTrainer` iteration (see the module
+    docstring for the maths, the model mode and the GLCM term).
+
+    Args:
+        mode: ``"none"``, ``"pgd"`` or ``"trades"``.
+        eps: L-inf budget in [0, 1] pixel units (the bundles take it in units of 1/255).
+        steps: attack iterations T (step size ``2.5 * eps / T``).
+        ratio: PGD-AT: fraction of each batch replaced by adversarial examples, in (0, 1]
+            (``round(ratio * B)`` samples, at least 1; 1.0 = Madry).
+        beta: TRADES weight of the KL term.
+    """
+
+    def __init__(self, mode: str = "none", eps: float = 2 / 255, steps: int = 5, ratio: float = 1.0, beta: float = 6.0):
+        mode = str(mode).lower()
+        if mode not in ADVERSARIAL_TRAINING_MODES:
+            raise ValueError(f"adversarial_training must be one of {', '.join(ADVERSARIAL_TRAINING_MODES)}, got {mode!r}.")
+        self.mode = mode
+        self.eps = check_eps(eps)
+        if isinstance(steps, bool) or int(steps) != steps or int(steps) < 1:
+            raise ValueError(f"at_steps must be a positive int, got {steps!r}.")
+        self.steps = int(steps)
+        if not 0.0 < float(ratio) <= 1.0:
+            raise ValueError(f"at_ratio must lie in (0, 1], got {ratio!r}.")
+        self.ratio = float(ratio)
+        if float(beta) < 0:
+            raise ValueError(f"trades_beta must be >= 0, got {beta!r}.")
+        self.beta = float(beta)
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
+
+    def forward(
+        self, engine: Any, x: torch.Tensor, y: torch.Tensor, args: tuple, kwargs: dict, with_glcm: bool
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """
+        Craft the adversarial examples (eval mode) and run the training forward (train mode).
+
+        Returns:
+            the logits stored as ``pred`` (PGD-AT: of the mixed batch; TRADES: of the clean batch), and the
+            state :meth:`loss` needs.
+        """
+        net = _unwrapped(engine.network)
+        batch = x.shape[0]
+        with torch.no_grad(), eval_mode(net):
+            clean_logits = net(x)
+        labels = class_indices(y, int(clean_logits.shape[1]))
+        state: dict[str, Any] = {"labels": labels, "acc_clean": (clean_logits.argmax(1) == labels).float().mean()}
+        if self.mode == "pgd":
+            n_adv = min(batch, max(1, int(round(self.ratio * batch))))
+            adv = pgd_perturb(net, x[:n_adv], labels[:n_adv], self.eps, self.steps)
+            x_in = torch.cat([adv, x[n_adv:]]) if n_adv < batch else adv
+            state["n_adv"] = n_adv
+        else:
+            x_adv = pgd_perturb(net, x, None, self.eps, self.steps, target_logits=clean_logits)
+            x_in = torch.cat([x, x_adv])
+            state["x_adv"] = x_adv
+        state["x_in"] = x_in
+        if with_glcm:
+            logits, rgb = engine.inferer(x_in, engine.network, *args, return_assimilated=True, **kwargs)
+            state["rgb"] = rgb
+        else:
+            logits = engine.inferer(x_in, engine.network, *args, **kwargs)
+        state["logits"] = logits
+        return (logits[:batch] if self.mode == "trades" else logits), state
+
+    def loss(
+        self, loss_fn: Any, y: torch.Tensor, x: torch.Tensor, state: dict[str, Any], with_glcm: bool, assimilation_loss: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """
+        The objective and its detached terms: ``(loss, loss_ce, loss_glcm, {loss_adv, acc_clean, acc_adv})``.
+
+        PGD-AT: the trainer's loss on the mixed batch, the GLCM term against the clean images. TRADES:
+        ``alpha * (CE(clean) + beta * KL) + (1 - alpha) * GLCM(C(T(x)), x)`` with an assimilated network and
+        an AssimilationLoss (weight ``alpha``), else ``CE(clean) + beta * KL``.
+        """
+        logits = state["logits"].float()
+        labels = state["labels"]
+        batch = x.shape[0]
+        if self.mode == "pgd":
+            y_fit, logits_fit = y, logits
+            rgb = state["rgb"].float() if with_glcm else None
+        else:
+            y_fit, logits_fit = y, logits[:batch]
+            rgb = state["rgb"][:batch].float() if with_glcm else None
+        if with_glcm:
+            base = loss_fn(logits_fit, y_fit, rgb, x).mean()
+            loss_ce, loss_glcm = loss_fn.last_terms["ce"], loss_fn.last_terms["glcm"]
+            weight = loss_fn.alpha
+        else:
+            base = (loss_fn.cross_entropy(logits_fit, y_fit) if assimilation_loss else loss_fn(logits_fit, y_fit)).mean()
+            loss_ce, loss_glcm = base.detach(), torch.zeros_like(base.detach())
+            weight = 1.0
+        if self.mode == "pgd":
+            n_adv = state["n_adv"]
+            adv_logits = logits[:n_adv]
+            loss_adv = F.cross_entropy(adv_logits.detach(), labels[:n_adv])
+            loss = base
+        else:
+            adv_logits = logits[batch:]
+            kl = trades_kl(logits[:batch], adv_logits)
+            loss_adv = kl.detach()
+            loss = base + weight * self.beta * kl
+        acc_adv = (adv_logits.detach().argmax(1) == labels[: adv_logits.shape[0]]).float().mean()
+        extra = {
+            AdversarialKeys.LOSS_ADV: loss_adv.detach(),
+            AdversarialKeys.ACC_CLEAN: state["acc_clean"],
+            AdversarialKeys.ACC_ADV: acc_adv,
+            AdversarialKeys.IMAGE_ADV: (state["x_in"] if self.mode == "pgd" else state["x_adv"]).detach(),
+        }
+        return loss, loss_ce.detach(), loss_glcm.detach(), extra
