@@ -13,11 +13,14 @@ from monai_assim.networks.backbones import (
     set_batchnorm_eval,
 )
 from monai_assim.networks.color_module import ColorModule
-from monai_assim.networks.texture_module import TextureModule
+from monai_assim.networks.param_groups import param_groups
+from monai_assim.networks.texture_module import INITS, TextureModule
 
 __all__ = [
     "AssimilationNet",
     "VARIANTS",
+    "INITS",
+    "param_groups",
     "BACKBONES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
