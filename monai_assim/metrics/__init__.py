@@ -9,6 +9,6 @@ from monai_assim.metrics.assimilation import (
 )
 
 __all__ = ["AssimilationMovement", "assimilation_distances", "chroma", "grey", "grey_level_map"]
-from monai_assim.metrics.glcm_invariance import GREY_LEVEL_MAPS, glcm_invariance  # noqa: E402
+from monai_assim.metrics.glcm_invariance import GREY_LEVEL_MAPS, glcm_invariance
 
 __all__ += ["GREY_LEVEL_MAPS", "glcm_invariance"]

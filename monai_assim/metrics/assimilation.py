@@ -160,7 +160,7 @@ class AssimilationMovement(Metric):
         prefix: str = "",
         image_key: str = "image",
         output_transform: Callable = lambda x: x,
-        device: str | torch.device = torch.device("cpu"),
+        device: str | torch.device = "cpu",
     ) -> None:
         if isinstance(glcm, str) and glcm != FROM_OUTPUT:
             raise ValueError(f"glcm must be None, a loss or {FROM_OUTPUT!r}, got {glcm!r}.")
