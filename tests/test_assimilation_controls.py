@@ -8,8 +8,19 @@ import torch
 from ignite.engine import Engine
 
 from monai_assim.losses import GLCMLoss
-from monai_assim.metrics import AssimilationMovement, assimilation_distances, chroma, grey, grey_level_map
-from monai_assim.networks import AssimilationNet, ColorModule, TextureModule, param_groups
+from monai_assim.metrics import (
+    AssimilationMovement,
+    assimilation_distances,
+    chroma,
+    grey,
+    grey_level_map,
+)
+from monai_assim.networks import (
+    AssimilationNet,
+    ColorModule,
+    TextureModule,
+    param_groups,
+)
 
 
 def _net(variant="assimilated", init="identity"):

@@ -4,8 +4,8 @@ import glob
 
 import pytest
 import torch
-
 from conftest import SHARED_DIR
+
 from monai_assim.data import image_transforms
 from monai_assim.metrics import glcm_invariance
 

@@ -6,7 +6,13 @@ import json
 import pytest
 from scipy.stats import binomtest
 
-from monai_assim.stats import PER_IMAGE_COLUMNS, aggregate_over_seeds, mcnemar_exact, paired_flips, read_per_image
+from monai_assim.stats import (
+    PER_IMAGE_COLUMNS,
+    aggregate_over_seeds,
+    mcnemar_exact,
+    paired_flips,
+    read_per_image,
+)
 from monai_assim.study import ARMS, DEFAULT_ARMS, RUNS, main
 
 
@@ -93,12 +99,14 @@ def test_two_seeds_two_jobs_aggregate_and_resume(tmp_path):
     tests = [(out / "runs" / f"seed{s}" / "vanilla" / "datalists" / "test.csv").read_text() for s in (0, 1)]
     assert tests[0] != tests[1]
     # the aggregate table holds, per arm and condition, the mean over the two per-seed results
-    agg = list(csv.DictReader(open(out / "aggregate.csv")))
+    with open(out / "aggregate.csv") as f:
+        agg = list(csv.DictReader(f))
     assert {r["arm"] for r in agg} == {"vanilla", "assimilated"} and all(r["n_seeds"] == "2" for r in agg)
     for r in agg:
         accs = []
         for s in (0, 1):
-            rows = list(csv.DictReader(open(out / "runs" / f"seed{s}" / r["arm"] / "eval" / "robustness.csv")))
+            with open(out / "runs" / f"seed{s}" / r["arm"] / "eval" / "robustness.csv") as f:
+                rows = list(csv.DictReader(f))
             accs += [float(x["accuracy"]) for x in rows if x["attack"] == r["attack"] and round(float(x["eps"]) * 255, 4) == float(r["eps_255"])]
         assert float(r["mean"]) == pytest.approx(sum(accs) / 2)
     assert "FGSM" in (out / "aggregate.md").read_text() and (out / "runs" / "seed1" / "comparison.md").is_file()
@@ -121,3 +129,19 @@ def test_two_seeds_two_jobs_aggregate_and_resume(tmp_path):
     pooled = doc["paired"]["pooled"]
     assert len(pooled) == 1 and pooled[0]["ref_wrong_arm_right"] == 2 * (len(images) - 1) and pooled[0]["ref_right_arm_wrong"] == 0
     assert (out / "paired.md").is_file()
+
+
+def test_per_image_paths_pair_across_data_copies(tmp_path):
+    """Each demo run generates its own copy of the data: paths relative to each run's data set pair up."""
+    per_image = {0: {}}
+    for arm, right in (("vanilla", 1), ("assimilated", 0)):
+        root = tmp_path / arm / "demo_data"
+        with open(tmp_path / f"{arm}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=PER_IMAGE_COLUMNS)
+            w.writeheader()
+            for i in range(3):
+                w.writerow({"sample": i, "image": str(root / "test" / f"{i}.png"), "label": 0, "attack": "PGD",
+                            "eps_255": 4, "role": "attack", "correct": right})
+        per_image[0][arm] = read_per_image(tmp_path / f"{arm}.csv", root)
+    (row, _pooled) = paired_flips(per_image)
+    assert (row["n"], row["ref_right_arm_wrong"], row["eps_255"]) == (3, 3, 4.0)
