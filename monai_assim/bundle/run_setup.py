@@ -40,6 +40,8 @@ SETTING_KEYS = (
     "epochs",
     "batch_size",
     "learning_rate",
+    "assimilation_lr",
+    "assimilation_init",
     "max_per_class",
     "patience",
     "mean",
@@ -52,6 +54,9 @@ SETTING_KEYS = (
     "trades_beta",
 )
 AUTO = "auto"
+#: values of settings that a bundle (or a caller) may leave out entirely: ``assimilation_lr`` ``None``
+#: trains T and C at ``learning_rate``; ``assimilation_init`` ``"identity"`` is the identity start.
+OPTIONAL_SETTINGS = {"assimilation_lr": None, "assimilation_init": "identity"}
 
 #: adversarial-training settings used when a bundle does not give them (``at_eps`` in units of 1/255)
 AT_DEFAULTS = {"adversarial_training": "none", "at_eps": 2.0, "at_steps": 5, "at_ratio": 1.0, "trades_beta": 6.0}
@@ -215,6 +220,9 @@ class RunSetup:
         for key in SETTING_KEYS:
             value = settings.get(key, AUTO)
             if isinstance(value, str) and value.lower() == AUTO:
+                if key not in defaults and key in OPTIONAL_SETTINGS:
+                    out[key] = OPTIONAL_SETTINGS[key]
+                    continue
                 if key not in defaults:
                     raise ValueError(f"setting {key!r} is 'auto' but the bundle gives no default for it.")
                 value = defaults[key]
@@ -232,6 +240,17 @@ class RunSetup:
             if isinstance(out[key], bool) or not isinstance(out[key], (int, float)):
                 raise ValueError(f"{key} must be a number, got {out[key]!r}.")
             out[key] = float(out[key])
+        alr = out["assimilation_lr"]
+        if alr is not None and not (isinstance(alr, str) and alr.lower() == "none"):
+            if isinstance(alr, bool) or not isinstance(alr, (int, float)) or alr <= 0:
+                raise ValueError(f"assimilation_lr must be a number > 0 or None, got {alr!r}.")
+            out["assimilation_lr"] = float(alr)
+        else:
+            out["assimilation_lr"] = None
+        from monai_assim.networks.texture_module import INITS
+
+        if out["assimilation_init"] not in INITS:
+            raise ValueError(f"assimilation_init must be one of {', '.join(INITS)}, got {out['assimilation_init']!r}.")
         if out["learning_rate"] <= 0:
             raise ValueError(f"learning_rate must be > 0, got {out['learning_rate']}.")
         if not 0.0 <= out["alpha"] <= 1.0:

@@ -14,11 +14,14 @@ from monai_assim.networks.backbones import (
 )
 from monai_assim.networks.clamp import clamp_out_of_range, straight_through_clamps, unit_clamp
 from monai_assim.networks.color_module import ColorModule
-from monai_assim.networks.texture_module import TextureModule
+from monai_assim.networks.param_groups import param_groups
+from monai_assim.networks.texture_module import INITS, TextureModule
 
 __all__ = [
     "AssimilationNet",
     "VARIANTS",
+    "INITS",
+    "param_groups",
     "BACKBONES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

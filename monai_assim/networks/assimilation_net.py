@@ -59,6 +59,9 @@ class AssimilationNet(nn.Module):
         texture_features: hidden channels of ``T``.
         texture_layers: number of 3x3 convolutions of ``T``.
         color_features: hidden units of ``C``.
+        assimilation_init: start of ``T`` and ``C``: ``"identity"`` (the default: T the identity, C grey
+            replication, so the untrained net equals the vanilla one) or ``"random"`` (small random last
+            layers: T a mild filter, C a non-grey colour map); see :class:`TextureModule`.
 
     Shapes:
         ``forward(x)``: ``(B, 1, H, W)`` -> ``(B, num_classes)``;
@@ -78,6 +81,7 @@ class AssimilationNet(nn.Module):
         texture_features: int = 8,
         texture_layers: int = 3,
         color_features: int = 16,
+        assimilation_init: str = "identity",
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -87,8 +91,8 @@ class AssimilationNet(nn.Module):
         self.num_classes = num_classes
         self.freeze_bn = freeze_bn
         if variant == "assimilated":
-            self.texture: nn.Module | None = TextureModule(texture_features, texture_layers)
-            self.color: nn.Module | None = ColorModule(color_features)
+            self.texture: nn.Module | None = TextureModule(texture_features, texture_layers, init=assimilation_init)
+            self.color: nn.Module | None = ColorModule(color_features, init=assimilation_init)
         else:
             self.texture = None
             self.color = None
@@ -103,6 +107,13 @@ class AssimilationNet(nn.Module):
     def head(self) -> nn.Module:
         """The classification head ``F`` (a ``nn.Linear`` inside ``backbone``)."""
         return self.backbone.get_submodule(backbone_head_name(self.backbone_name))
+
+    def parameter_groups(self, lr: float, assimilation_lr: float | None = None) -> list[dict]:
+        """Optimiser parameter groups: backbone and head at ``lr``, T and C at ``assimilation_lr``; see
+        :func:`monai_assim.networks.param_groups`."""
+        from monai_assim.networks.param_groups import param_groups
+
+        return param_groups(self, lr, assimilation_lr)
 
     def freeze_backbone(self, freeze: bool = True) -> None:
         """Stop (or restore) the gradients of the backbone parameters other than the head."""

@@ -6,8 +6,12 @@ import torch
 from torch import nn
 
 from monai_assim.networks.clamp import unit_clamp
+from monai_assim.networks.texture_module import _check_init
 
-__all__ = ["ColorModule"]
+__all__ = ["ColorModule", "RANDOM_INIT_STD"]
+
+#: std of the last layer's weights with ``init="random"``
+RANDOM_INIT_STD = 0.05
 
 
 class ColorModule(nn.Module):
@@ -28,20 +32,31 @@ class ColorModule(nn.Module):
 
     With the default ``features=16`` the module has ``(16 + 16) + (3 * 16 + 3) = 83`` parameters.
 
+    ``init="random"`` instead draws the last layer's weights :math:`W^{(2)}` from
+    :math:`\mathcal{N}(0, \sigma_C^2)`, :math:`\sigma_C` = :data:`RANDOM_INIT_STD` (bias 0): the module
+    starts as a random smooth colour map (grey levels tinted differently per channel, a mean chroma of
+    the order of 0.05-0.1 on [0, 1]) instead of grey replication.
+
     Args:
         features: number of hidden units ``F``.
+        init: ``"identity"`` (zero last layer, grey replication; the default) or ``"random"``; drawn from
+            torch's global generator, so ``monai.utils.set_determinism`` fixes it.
 
     Shapes:
         input ``(B, 1, H, W)`` on [0, 1]; output ``(B, 3, H, W)`` on [0, 1].
     """
 
-    def __init__(self, features: int = 16) -> None:
+    def __init__(self, features: int = 16, init: str = "identity") -> None:
         super().__init__()
+        self.init = _check_init(init)
         if features < 1:
             raise ValueError(f"features must be a positive integer, got {features}.")
         self.residual = nn.Sequential(nn.Linear(1, features), nn.ReLU(inplace=True), nn.Linear(features, 3))
         last = self.residual[-1]
-        nn.init.zeros_(last.weight)
+        if self.init == "random":
+            nn.init.normal_(last.weight, 0.0, RANDOM_INIT_STD)
+        else:
+            nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
 
     #: pass the clamp's gradient as the identity (BPDA check), see :func:`~monai_assim.networks.straight_through_clamps`

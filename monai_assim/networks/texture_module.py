@@ -7,7 +7,18 @@ from torch import nn
 
 from monai_assim.networks.clamp import unit_clamp
 
-__all__ = ["TextureModule"]
+__all__ = ["TextureModule", "INITS", "RANDOM_INIT_STD"]
+
+#: start of T and C: ``"identity"`` (zero last layer) or ``"random"`` (small random last layer)
+INITS = ("identity", "random")
+#: std of the last convolution's weights with ``init="random"``
+RANDOM_INIT_STD = 0.02
+
+
+def _check_init(init: str) -> str:
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}.")
+    return init
 
 
 class TextureModule(nn.Module):
@@ -33,16 +44,24 @@ class TextureModule(nn.Module):
     The clip passes gradients for values inside [0, 1] (both ends included); a pixel pushed outside
     gets no gradient through this pixel, the shared weights still move through the others.
 
+    ``init="random"`` instead draws the last convolution's weights from
+    :math:`\mathcal{N}(0, \sigma_T^2)`, :math:`\sigma_T` = :data:`RANDOM_INIT_STD` (bias 0): the module then
+    starts as a mild random filter (on chest X-rays a mean :math:`|T(x) - x|` of a few grey levels in 255)
+    instead of the identity, as the paper's pictures of visibly re-textured images suggest.
+
     Args:
         features: number of channels of the hidden convolutions.
         num_layers: number of 3x3 convolutions (at least 2).
+        init: ``"identity"`` (zero last layer, the default) or ``"random"`` (see above); drawn from
+            torch's global generator, so ``monai.utils.set_determinism`` fixes it.
 
     Shapes:
         input ``(B, 1, H, W)`` on [0, 1]; output ``(B, 1, H, W)`` on [0, 1].
     """
 
-    def __init__(self, features: int = 8, num_layers: int = 3) -> None:
+    def __init__(self, features: int = 8, num_layers: int = 3, init: str = "identity") -> None:
         super().__init__()
+        self.init = _check_init(init)
         if features < 1:
             raise ValueError(f"features must be a positive integer, got {features}.")
         if num_layers < 2:
@@ -55,7 +74,10 @@ class TextureModule(nn.Module):
                 layers.append(nn.ReLU(inplace=True))
         self.residual = nn.Sequential(*layers)
         last = self.residual[-1]
-        nn.init.zeros_(last.weight)
+        if self.init == "random":
+            nn.init.normal_(last.weight, 0.0, RANDOM_INIT_STD)
+        else:
+            nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
 
     #: pass the clamp's gradient as the identity (BPDA check), see :func:`~monai_assim.networks.straight_through_clamps`
