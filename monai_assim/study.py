@@ -390,7 +390,7 @@ def write_aggregate(rows: Sequence[Mapping[str, Any]], movement: Mapping[str, An
     lines += [f"Accuracy over {n_seeds} seeds: mean ± std (sample std) [min, max]; n = test images per seed.", ""]
     lines += ["| attack | eps (x/255) | n | " + " | ".join(arms) + " |", "|" + "---|" * (3 + len(arms))]
     for cond in conds:
-        label = cond[0] + (" (large-eps check)" if cond[2] == "check" else "")
+        label = cond[0] + {"attack": "", "clean": "", "worst": "", "check": " (large-eps check)"}.get(cond[2], f" ({cond[2]})")
         cells = []
         n = "-"
         for arm in arms:
@@ -432,7 +432,7 @@ def write_paired(rows: Sequence[Mapping[str, Any]], output_dir: Path, title: str
               "| seed | arm | attack | eps (x/255) | n | lost | gained | net | p |", "|" + "---|" * 9]
     ordered = [r for r in rows if r["seed"] == "pooled"] + [r for r in rows if r["seed"] != "pooled"]
     for r in ordered:
-        label = r["attack"] + (" (check)" if r["role"] == "check" else "")
+        label = r["attack"] + {"attack": "", "clean": "", "worst": "", "check": " (check)"}.get(r["role"], f" ({r['role']})")
         lines.append(f"| {r['seed']} | {r['arm']} | {label} | {r['eps_255']:g} | {r['n']} | {r['ref_right_arm_wrong']} | "
                      f"{r['ref_wrong_arm_right']} | {r['net_gain']:+d} | {r['p_mcnemar']:.3g} |")
     md_path.write_text("\n".join(lines) + "\n")
@@ -485,6 +485,10 @@ def run_study(
     at_steps: int | None = None,
     trades_beta: float | None = None,
     movement_images: int = 16,
+    worst_case: bool = True,
+    structure_checks: Sequence[str] = (),
+    structure_check_seeds: Sequence[int] | None = None,
+    structure_check_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """
     Train and attack every arm (default vanilla, assimilated and, with ``ablation``, ``alpha = 1``) for every
@@ -494,7 +498,12 @@ def run_study(
     with the synthetic demo set). ``seeds=None`` runs the single seed ``seed`` with the one-seed layout
     (``runs/<arm>``, ``comparison.*`` at the root); a list of seeds uses ``runs/seed<k>/<arm>`` and adds
     the aggregate and paired tables. ``jobs > 1`` runs that many (seed, arm) jobs at once, each a
-    single-thread subprocess. Returns the content of ``study.json``.
+    single-thread subprocess. ``worst_case`` adds the per-image worst case over attacks per eps to the
+    tables. ``structure_checks`` names the arms whose evaluation also runs the structure-aware checks
+    (straight-through clamps, APGD-CE with a larger budget ``structure_check_kwargs``; see
+    :class:`~monai_assim.handlers.AdversarialRobustnessHandler`), for the seeds ``structure_check_seeds``
+    (default all): they double the cost of an evaluation, so a study runs them where a gain is to be checked.
+    Returns the content of ``study.json``.
     """
     root = _bundle_files(bundle, bundle_root)
     out = Path(output_dir).expanduser().resolve()
@@ -504,7 +513,7 @@ def run_study(
     if not seed_list or len(set(seed_list)) != len(seed_list):
         raise ValueError(f"seeds must be distinct and at least one, got {seed_list}.")
     names = list(arms) if arms is not None else [n for n in DEFAULT_ARMS if ablation or n != "alpha1"]
-    unknown = [n for n in names if n not in ARMS]
+    unknown = [n for n in [*names, *structure_checks] if n not in ARMS]
     if unknown or not names:
         raise ValueError(f"unknown arms {unknown}; choose among {', '.join(ARMS)}.")
     caps = {"train": train_per_class, "validation": val_per_class, "test": test_per_class}
@@ -523,7 +532,11 @@ def run_study(
     attacks = dict(STUDY_ATTACKS if attacks is None else attacks)
     # MONAI's run() drops None overrides, so "no check" is passed as the expression "$None"
     eval_common: dict[str, Any] = {"attacks": attacks, "check_eps": check_eps if check_eps is not None else "$None",
-                                   "backbone": backbone}
+                                   "backbone": backbone, "worst_case": bool(worst_case)}
+    checks: dict[str, Any] = {"structure_checks": True}
+    if structure_check_kwargs:
+        checks["structure_check_kwargs"] = dict(structure_check_kwargs)
+    check_seeds = set(seed_list if structure_check_seeds is None else [int(s) for s in structure_check_seeds])
     if eps is not None:
         eval_common["eps"] = list(eps)
     if attack_eps:
@@ -547,7 +560,8 @@ def run_study(
                 "seed": s, "arm": name, "bundle_root": str(root), "run_dir": str(run_dir),
                 "movement_images": movement_images,
                 "train_override": dict(train_common, **arm, seed=s, output_dir=str(run_dir)),
-                "eval_override": dict(eval_common, variant=arm["variant"], seed=s, output_dir=str(run_dir)),
+                "eval_override": dict(eval_common, variant=arm["variant"], seed=s, output_dir=str(run_dir),
+                                      **(checks if name in structure_checks and s in check_seeds else {})),
             })
     timings: dict[str, Any] = {}
     t_all = time.perf_counter()
@@ -724,6 +738,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--at_eps", type=float, default=None, help="adversarial-training eps, forwarded to the *_pgdat / *_trades arms")
     p.add_argument("--at_steps", type=int, default=None, help="adversarial-training steps, forwarded likewise")
     p.add_argument("--trades_beta", type=float, default=None, help="TRADES beta, forwarded likewise")
+    p.add_argument("--no_worst_case", action="store_true", help="leave the per-image worst case out of the tables")
+    p.add_argument("--structure_checks", nargs="+", default=[], metavar="ARM",
+                   help="arms whose evaluation also runs the structure-aware checks (BPDA clamps, larger APGD-CE)")
+    p.add_argument("--structure_check_seeds", type=int, nargs="+", default=None,
+                   help="seeds of those checks (default: every seed)")
+    p.add_argument("--structure_check_kwargs", default=None,
+                   help='JSON torchattacks APGD kwargs of the larger-budget check, e.g. \'{"loss": "ce", "steps": 50, "n_restarts": 3}\'')
     p.add_argument("--movement_images", type=int, default=16, help="test images for the assimilation movement numbers")
     p.add_argument("--no_ablation", action="store_true", help="skip the alpha = 1 run")
     p.add_argument("--n_examples", type=int, default=6)
@@ -748,7 +769,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=a.seed, ablation=not a.no_ablation, n_examples=a.n_examples, prune=a.prune, device=a.device,
         seeds=a.seeds, arms=a.arms, jobs=a.jobs, assimilation_lr=a.assimilation_lr,
         assimilation_init=a.assimilation_init, at_eps=a.at_eps, at_steps=a.at_steps, trades_beta=a.trades_beta,
-        movement_images=a.movement_images,
+        movement_images=a.movement_images, worst_case=not a.no_worst_case, structure_checks=a.structure_checks,
+        structure_check_seeds=a.structure_check_seeds,
+        structure_check_kwargs=json.loads(a.structure_check_kwargs) if a.structure_check_kwargs else None,
     )
     table = Path(a.output_dir) / ("aggregate.md" if a.seeds is not None else "comparison.md")
     print(table)
