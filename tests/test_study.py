@@ -96,8 +96,9 @@ def test_plot_examples(tmp_path):
     with Image.open(path) as im:
         assert im.size[0] > 0 and im.size[1] > 0
         pixels = np.asarray(im.convert("RGB"), dtype=np.float64)
-    # the noise images are drawn: many distinct colours, and a large part of the figure is not background
-    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200
+    # the noise images are drawn: much of the figure is mid-grey (a blank figure has only background, frames and text)
+    grey = pixels.mean(axis=2)
+    assert ((grey > 30) & (grey < 225)).mean() > 0.2
     assert (pixels.min(axis=2) < 240).mean() > 0.2
     with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
         plot_examples(torch.rand(3, 3, 32, 32), {"assimilated": net}, tmp_path / "bad.png")
