@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchattacks
 from monai.data import DataLoader
 from monai.engines import SupervisedTrainer
-from test_assimilation_trainer import OUTPUT_KEYS, SIZE, _dataset, _textured_net
+from test_assimilation_trainer import OUTPUT_KEYS, _dataset, _textured_net
 
 from monai_assim.attacks import build_attack, run_attack
 from monai_assim.engines import AssimilationTrainer, assimilation_output_transform, pgd_perturb, trades_kl

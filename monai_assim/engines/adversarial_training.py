@@ -183,7 +183,8 @@ class AdversarialTraining:
     def __init__(self, mode: str = "none", eps: float = 2 / 255, steps: int = 5, ratio: float = 1.0, beta: float = 6.0):
         mode = str(mode).lower()
         if mode not in ADVERSARIAL_TRAINING_MODES:
-            raise ValueError(f"adversarial_training must be one of {', '.join(ADVERSARIAL_TRAINING_MODES)}, got {mode!r}.")
+            modes = ", ".join(ADVERSARIAL_TRAINING_MODES)
+            raise ValueError(f"adversarial_training must be one of {modes}, got {mode!r}.")
         self.mode = mode
         self.eps = check_eps(eps)
         if isinstance(steps, bool) or int(steps) != steps or int(steps) < 1:
@@ -235,7 +236,13 @@ class AdversarialTraining:
         return (logits[:batch] if self.mode == "trades" else logits), state
 
     def loss(
-        self, loss_fn: Any, y: torch.Tensor, x: torch.Tensor, state: dict[str, Any], with_glcm: bool, assimilation_loss: bool
+        self,
+        loss_fn: Any,
+        y: torch.Tensor,
+        x: torch.Tensor,
+        state: dict[str, Any],
+        with_glcm: bool,
+        assimilation_loss: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """
         The objective and its detached terms: ``(loss, loss_ce, loss_glcm, {loss_adv, acc_clean, acc_adv})``.
@@ -258,7 +265,8 @@ class AdversarialTraining:
             loss_ce, loss_glcm = loss_fn.last_terms["ce"], loss_fn.last_terms["glcm"]
             weight = loss_fn.alpha
         else:
-            base = (loss_fn.cross_entropy(logits_fit, y_fit) if assimilation_loss else loss_fn(logits_fit, y_fit)).mean()
+            ce = loss_fn.cross_entropy if assimilation_loss else loss_fn
+            base = ce(logits_fit, y_fit).mean()
             loss_ce, loss_glcm = base.detach(), torch.zeros_like(base.detach())
             weight = 1.0
         if self.mode == "pgd":

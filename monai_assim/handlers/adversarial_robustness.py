@@ -267,7 +267,8 @@ class AdversarialRobustnessHandler:
         self.save_rank = save_rank
         self.worst_case = bool(worst_case)
         self.structure_checks = bool(structure_checks)
-        self.structure_check_kwargs = dict(DEFAULT_STRONG_APGD if structure_check_kwargs is None else structure_check_kwargs)
+        strong = DEFAULT_STRONG_APGD if structure_check_kwargs is None else structure_check_kwargs
+        self.structure_check_kwargs = dict(strong)
         if "eps" in self.structure_check_kwargs:
             raise ValueError("the larger-budget check runs on the eps grid; do not give eps in structure_check_kwargs.")
         self.structure: dict[str, float] = {}
