@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from monai_assim.utils import atomic_write_text
+
 __all__ = [
     "PER_IMAGE_COLUMNS",
     "RESULT_COLUMNS",
@@ -69,17 +71,6 @@ WORST = "worst"
 _NUMERIC = ("eps", "eps_255", "n", "n_clean_correct", "n_correct", "accuracy", "n_success", "success_rate", "seconds")
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _nan_to(value: Any, missing: Any) -> Any:
     return missing if isinstance(value, float) and math.isnan(value) else value
 
@@ -100,9 +91,9 @@ def write_results(
     writer.writeheader()
     for r in rows:
         writer.writerow({k: _nan_to(v, "") for k, v in r.items()})
-    _atomic_write_text(base + ".csv", buf.getvalue())
+    atomic_write_text(base + ".csv", buf.getvalue())
     payload = {**extra, "rows": [{k: _nan_to(v, None) for k, v in r.items()} for r in rows]}
-    _atomic_write_text(base + ".json", json.dumps(payload, indent=2))
+    atomic_write_text(base + ".json", json.dumps(payload, indent=2))
     return base + ".csv", base + ".json"
 
 
@@ -174,7 +165,7 @@ def write_per_image(
             raise ValueError(f"{attack} ({role}, eps {eps_255}): {len(correct)} results for {len(labels)} samples.")
         for i, (name, label, c) in enumerate(zip(images, labels, correct)):
             writer.writerow([i, name, label, attack, f"{float(eps_255):g}", role, int(bool(c))])
-    _atomic_write_text(os.fspath(path), buf.getvalue())
+    atomic_write_text(os.fspath(path), buf.getvalue())
     return os.fspath(path)
 
 

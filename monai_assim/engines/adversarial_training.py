@@ -47,6 +47,7 @@ from monai.utils.enums import StrEnum
 from torch import nn
 
 from monai_assim.attacks import check_eps, step_size
+from monai_assim.utils import as_class_indices, unwrap_module
 
 __all__ = [
     "ADVERSARIAL_TRAINING_MODES",
@@ -99,15 +100,6 @@ def trades_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Ten
     return (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
 
 
-def class_indices(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Labels ``(B,)``, ``(B, 1)`` or one-hot / scores ``(B, K)`` as class indices ``(B,)``."""
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    elif labels.ndim == 2 and labels.shape[1] == num_classes:
-        labels = labels.argmax(dim=1)
-    return labels.long()
-
-
 def pgd_perturb(
     network: nn.Module,
     images: torch.Tensor,
@@ -156,16 +148,6 @@ def pgd_perturb(
     return adv
 
 
-def _unwrapped(network: nn.Module) -> nn.Module:
-    while True:
-        if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            network = network.module
-        elif hasattr(network, "_orig_mod"):
-            network = network._orig_mod
-        else:
-            return network
-
-
 class AdversarialTraining:
     """
     The adversarial part of an :class:`~monai_assim.engines.AssimilationTrainer` iteration (see the module
@@ -211,11 +193,11 @@ class AdversarialTraining:
             the logits stored as ``pred`` (PGD-AT: of the mixed batch; TRADES: of the clean batch), and the
             state :meth:`loss` needs.
         """
-        net = _unwrapped(engine.network)
+        net = unwrap_module(engine.network)
         batch = x.shape[0]
         with torch.no_grad(), eval_mode(net):
             clean_logits = net(x)
-        labels = class_indices(y, int(clean_logits.shape[1]))
+        labels = as_class_indices(y, int(clean_logits.shape[1]))
         state: dict[str, Any] = {"labels": labels, "acc_clean": (clean_logits.argmax(1) == labels).float().mean()}
         if self.mode == "pgd":
             n_adv = min(batch, max(1, int(round(self.ratio * batch))))
