@@ -41,11 +41,16 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     load = image_transforms(a.size, keys=["image"], augment=False)
-    files = [(f, lab) for lab, cls in enumerate(("NORMAL", "PNEUMONIA"))
-             for f in sorted(glob.glob(os.path.join(a.data, "train", cls, "*")))[: a.n // 2]]
+    files = [
+        (f, lab)
+        for lab, cls in enumerate(("NORMAL", "PNEUMONIA"))
+        for f in sorted(glob.glob(os.path.join(a.data, "train", cls, "*")))[: a.n // 2]
+    ]
     x_all = torch.stack([torch.as_tensor(load({"image": f})["image"]) for f, _ in files]).float()
     y_all = torch.tensor([lab for _, lab in files])
-    print(f"{len(files)} images {tuple(x_all.shape[1:])}, {a.steps} Adam steps of batch {a.batch}, lr {a.lr}, alpha {a.alpha}")
+    print(
+        f"{len(files)} images {tuple(x_all.shape[1:])}, {a.steps} Adam steps of batch {a.batch}, lr {a.lr}, alpha {a.alpha}"
+    )
     print("| init | assimilation_lr | grey shift (/255) | chroma (/255) | GLCM term | train CE (last 10 steps) | s |")
     print("|---|---|---|---|---|---|---|")
     for init in a.init:
@@ -68,8 +73,11 @@ def main() -> None:
             net.eval()
             with torch.no_grad():
                 d = assimilation_distances(net.assimilate(x_all), x_all, loss_fn)
-            print(f"| {init} | {alr:g} | {255 * d['grey_shift'].mean():.2f} | {255 * d['chroma'].mean():.2f} | "
-                  f"{d['glcm'].mean():.3f} | {sum(ces[-10:]) / 10:.3f} | {time.perf_counter() - t0:.0f} |", flush=True)
+            print(
+                f"| {init} | {alr:g} | {255 * d['grey_shift'].mean():.2f} | {255 * d['chroma'].mean():.2f} | "
+                f"{d['glcm'].mean():.3f} | {sum(ces[-10:]) / 10:.3f} | {time.perf_counter() - t0:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -144,7 +144,9 @@ def main(argv: list | None = None) -> None:
     print(f"ratio assimilated / vanilla:                {a / v:.3f}  (target <= 1.2)")
     print(f"of which GLCM loss forward+backward alone:  {glcm * 1000:.0f} ms ({glcm / v:.1%} of the vanilla step)")
     t_shape = f"T {args.texture_features}x{args.texture_layers}: {n_t} + C: {n_c} parameters"
-    print(f"forward T+C alone ({t_shape}): {tc * 1000:.1f} ms ({tc / fwd:.1%} of the vanilla forward, {fwd * 1000:.0f} ms)")
+    print(
+        f"forward T+C alone ({t_shape}): {tc * 1000:.1f} ms ({tc / fwd:.1%} of the vanilla forward, {fwd * 1000:.0f} ms)"
+    )
     figures = {
         "device": str(device), "batch": args.batch, "size": args.size, "repeats": args.repeats, "amp": args.amp,
         "assimilated_ms": a * 1e3, "vanilla_ms": v * 1e3, "ratio": a / v, "glcm_ms": glcm * 1e3,

@@ -29,9 +29,16 @@ def _trainer(args: argparse.Namespace, mode: str, device: torch.device) -> Assim
     torch.manual_seed(0)
     net = AssimilationNet(args.backbone, 2, variant=args.variant).to(device)
     return AssimilationTrainer(
-        device=device, max_epochs=1, train_data_loader=[None], network=net, loss_function=AssimilationLoss(alpha=0.99),
-        optimizer=torch.optim.Adam(net.parameters(), lr=1e-4), decollate=False,
-        adversarial_training=mode, at_eps=2 / 255, at_steps=args.steps,
+        device=device,
+        max_epochs=1,
+        train_data_loader=[None],
+        network=net,
+        loss_function=AssimilationLoss(alpha=0.99),
+        optimizer=torch.optim.Adam(net.parameters(), lr=1e-4),
+        decollate=False,
+        adversarial_training=mode,
+        at_eps=2 / 255,
+        at_steps=args.steps,
     )
 
 

@@ -46,6 +46,7 @@ def _sync(device: torch.device) -> None:
 
 def time_fb(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n: int) -> float:
     """Seconds of one forward+backward (gradient w.r.t. the input, as the attacks take it)."""
+
     def once():
         xi = x.clone().requires_grad_(True)
         loss = torch.nn.functional.cross_entropy(net(xi), y)
@@ -61,7 +62,12 @@ def time_fb(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n: int) -> f
 
 
 def time_sweep(
-    net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, group_eps: int, eps: tuple = DEFAULT_EPS, peaks: list | None = None
+    net: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    group_eps: int,
+    eps: tuple = DEFAULT_EPS,
+    peaks: list | None = None,
 ) -> tuple[float, dict]:
     """Seconds of the handler's sweep of one batch and its metrics; with ``peaks``, appends the CUDA peak (bytes)."""
     engine = Engine(lambda e, b: None)
@@ -124,15 +130,19 @@ def main(argv: list | None = None) -> None:
     ratio = t_plain / (n_fb * t_fb)
 
     where = f", device {device}" if device.type != "cpu" else ""
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch} x 1 x {args.size}^2{where}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch} x 1 x {args.size}^2{where}"
+    )
     print(f"one forward+backward, batch B:        {t_fb * 1e3:8.1f} ms")
     print(f"one forward+backward, batch {G}B:       {t_fb8 * 1e3:8.1f} ms  ({G} x batch B: {G * t_fb * 1e3:.1f} ms)")
     print(f"passes the sweep must make:           {n_fb} x batch B")
     print(f"handler sweep, per eps:               {t_plain:8.2f} s   ideal {n_fb * t_fb:.2f} s")
     print(f"ratio (target <= 1.15):               {ratio:8.3f}")
-    print(f"handler sweep, group_eps={G}:           {t_grouped:8.2f} s   "
-          f"ideal {n_fb_grouped - G * STEPS['PGD']} x {G}B + {G * STEPS['PGD']} x B = "
-          f"{(n_fb_grouped - G * STEPS['PGD']) * t_fb8 + G * STEPS['PGD'] * t_fb:.2f} s")
+    print(
+        f"handler sweep, group_eps={G}:           {t_grouped:8.2f} s   "
+        f"ideal {n_fb_grouped - G * STEPS['PGD']} x {G}B + {G * STEPS['PGD']} x B = "
+        f"{(n_fb_grouped - G * STEPS['PGD']) * t_fb8 + G * STEPS['PGD'] * t_fb:.2f} s"
+    )
     print(f"grouped / per-eps wall time:          {t_grouped / t_plain:8.3f}")
     print(f"grouped / (passes x t(batch B)):      {t_grouped / (n_fb * t_fb):8.3f}")
     same = all(m_plain[k] == m_grouped[k] for k in m_plain if k != "adv_gradient_masking")

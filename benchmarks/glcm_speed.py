@@ -197,7 +197,9 @@ def speed(threads: int, args, results: dict) -> None:
     )
     fig["a_ms"], fig["a_skimage_s"], fig["a_speedup"] = ours * 1e3, sk, sk / ours
     if cuda:
-        print(f"    CUDA peak of the hard features: {_mib(peaks['ours'][1])} ({_mib(peaks['ours'][0])} above the inputs)")
+        print(
+            f"    CUDA peak of the hard features: {_mib(peaks['ours'][1])} ({_mib(peaks['ours'][0])} above the inputs)"
+        )
         fig["a_cuda_peak_mib"] = peaks["ours"][1] / 2**20
 
     # (b)
@@ -216,7 +218,9 @@ def speed(threads: int, args, results: dict) -> None:
         peaks,
     )
     t_res, t_res_med = best_and_median(times["resnet"])
-    print(f"(b) ResNet18 SGD training step {rgb_shape}: {t_res * 1e3:.{1 if cuda else 0}f} ms ({t_res_med * 1e3:.{1 if cuda else 0}f})")
+    print(
+        f"(b) ResNet18 SGD training step {rgb_shape}: {t_res * 1e3:.{1 if cuda else 0}f} ms ({t_res_med * 1e3:.{1 if cuda else 0}f})"
+    )
     fig["b_resnet_ms"] = t_res * 1e3
     if cuda:
         print(f"    CUDA peak of the ResNet18 step: {_mib(peaks['resnet'][1])}")
@@ -228,7 +232,11 @@ def speed(threads: int, args, results: dict) -> None:
             f"{gray_shape}: {t * 1e3:.{1 if cuda else 0}f} ms ({t_med * 1e3:.{1 if cuda else 0}f}); ratio {t / t_res:.3f} "
             f"({t_med / t_res_med:.3f} on medians) (target <= 0.05)"
         )
-        fig[f"b_{name}_ms"], fig[f"b_ratio_{name}"], fig[f"b_ratio_{name}_median"] = t * 1e3, t / t_res, t_med / t_res_med
+        fig[f"b_{name}_ms"], fig[f"b_ratio_{name}"], fig[f"b_ratio_{name}_median"] = (
+            t * 1e3,
+            t / t_res,
+            t_med / t_res_med,
+        )
         if cuda:
             rise, peak = peaks[name]
             print(f"    CUDA peak of that step: {_mib(peak)} ({_mib(rise)} above the inputs)")
@@ -241,9 +249,13 @@ def main(argv: list | None = None) -> None:
     parser.add_argument("--skimage-windows", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
-        "--threads", default="0,1", help="comma-separated torch intra-op thread counts, each measured in turn (0: torch's default)"
+        "--threads",
+        default="0,1",
+        help="comma-separated torch intra-op thread counts, each measured in turn (0: torch's default)",
     )
-    parser.add_argument("--device", default="cpu", help="where monai_assim and ResNet18 run: cpu (default), cuda, cuda:1")
+    parser.add_argument(
+        "--device", default="cpu", help="where monai_assim and ResNet18 run: cpu (default), cuda, cuda:1"
+    )
     parser.add_argument("--batch", type=int, default=B, help="batch size (default 32)")
     parser.add_argument("--size", type=int, default=H, help="image height and width (default 224)")
     parser.add_argument("--skip-memory", action="store_true", help="skip (c), the peak-RSS subprocesses (CPU only)")
@@ -259,7 +271,13 @@ def main(argv: list | None = None) -> None:
     device = torch.device(args.device)
     extra = f", device {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs{extra}")
-    results: dict = {"device": str(device), "batch": args.batch, "size": args.size, "repeats": args.repeats, "threads": {}}
+    results: dict = {
+        "device": str(device),
+        "batch": args.batch,
+        "size": args.size,
+        "repeats": args.repeats,
+        "threads": {},
+    }
     for threads in thread_counts:
         speed(threads, args, results["threads"])
 

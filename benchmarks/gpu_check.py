@@ -77,7 +77,12 @@ def _plan(smoke: bool, device: str) -> list[tuple[str, str, list[str], int]]:
         ("assimilation_overhead", "assimilation_overhead.py", ["--device", device, "--repeats", "20"], 90),
         ("assimilation_overhead", "assimilation_overhead.py", ["--device", device, "--repeats", "20", "--amp"], 90),
         ("attack_sweep", "attack_sweep.py", ["--device", device, "--repeats", "3"], 120),
-        ("attack_sweep", "attack_sweep.py", ["--device", device, "--repeats", "2", "--batch", "32", "--size", "224"], 150),
+        (
+            "attack_sweep",
+            "attack_sweep.py",
+            ["--device", device, "--repeats", "2", "--batch", "32", "--size", "224"],
+            150,
+        ),
     ]
 
 
@@ -110,7 +115,9 @@ def _environment(device: str | None) -> str:
         except Exception as e:  # noqa: BLE001 - a missing optional package is information, not an error
             lines.append(f"{name}: not importable ({type(e).__name__})")
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=REPO, capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], check=False, cwd=REPO, capture_output=True, text=True, timeout=10
+        )
         lines.append(f"git commit {commit.stdout.strip() or '(unknown)'}")
     except Exception:  # noqa: BLE001
         lines.append("git commit (unknown)")
@@ -127,7 +134,9 @@ def _run_tests(out: Path, timeout: float) -> dict:
         log.write(f"$ {' '.join(cmd)}\n\n")
         log.flush()
         try:
-            rc = subprocess.run(cmd, check=False, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            rc = subprocess.run(
+                cmd, check=False, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout
+            ).returncode
         except subprocess.TimeoutExpired:
             rc = None
     seconds = time.perf_counter() - start
@@ -147,7 +156,9 @@ def _load(script: str):
     return module
 
 
-def _run_benchmark(log_path: Path, script: str, args: list[str], json_path: Path, isolate: bool, timeout: float) -> dict:
+def _run_benchmark(
+    log_path: Path, script: str, args: list[str], json_path: Path, isolate: bool, timeout: float
+) -> dict:
     """One benchmark run, its output appended to ``log_path``; returns its figures (or an error)."""
     argv = [*args, "--json", str(json_path)]
     start = time.perf_counter()
@@ -224,7 +235,9 @@ def _verdict(value, op: str, target: float, smoke: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def _summary(mode: str, device_line: str, tests: dict | None, runs: list[dict], smoke: bool, seconds: float) -> tuple[str, dict]:
+def _summary(
+    mode: str, device_line: str, tests: dict | None, runs: list[dict], smoke: bool, seconds: float
+) -> tuple[str, dict]:
     ratios, peaks = _collect(runs)
     lines = [
         "# gpu_check summary",
@@ -239,7 +252,9 @@ def _summary(mode: str, device_line: str, tests: dict | None, runs: list[dict], 
     if tests is None:
         lines.append("tests: not run (smoke mode runs no test suite)")
     else:
-        lines.append(f"tests: {'passed' if tests['ok'] else 'FAILED'}: {tests['outcome']} ({tests['seconds']:.0f} s; see pytest.log)")
+        lines.append(
+            f"tests: {'passed' if tests['ok'] else 'FAILED'}: {tests['outcome']} ({tests['seconds']:.0f} s; see pytest.log)"
+        )
     lines += ["", "## Ratios against their targets", ""]
     rows = {}
     for key, (label, op, target) in TARGETS.items():
@@ -314,10 +329,20 @@ def main(argv: list | None = None) -> int:
         for i, (name, script, bench_args, cap) in enumerate(_plan(smoke, args.device)):
             left = args.budget_s - (time.perf_counter() - start)
             if left < 20:
-                runs.append({"script": script, "args": bench_args, "seconds": 0.0, "error": "skipped: out of time", "figures": {}})
+                runs.append(
+                    {
+                        "script": script,
+                        "args": bench_args,
+                        "seconds": 0.0,
+                        "error": "skipped: out of time",
+                        "figures": {},
+                    }
+                )
                 continue
             print(f"gpu_check: benchmarks/{script} {' '.join(bench_args)}", flush=True)
-            run = _run_benchmark(out / f"{name}.log", script, bench_args, Path(tmp) / f"{i}.json", not smoke, min(cap, left))
+            run = _run_benchmark(
+                out / f"{name}.log", script, bench_args, Path(tmp) / f"{i}.json", not smoke, min(cap, left)
+            )
             runs.append(run)
             if run["error"]:
                 print(f"gpu_check:   ERROR {run['error']} (see {name}.log)", flush=True)

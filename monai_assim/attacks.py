@@ -53,6 +53,7 @@ __all__ = [
     "step_size",
 ]
 
+
 def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     r"""
     The margin loss an attacker maximises, per sample:

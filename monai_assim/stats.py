@@ -82,8 +82,17 @@ def aggregate_over_seeds(results: Mapping[Any, Mapping[str, Sequence[Mapping[str
     for arm in arms:
         for key in (k for k in order if k[0] == arm):
             values = [v for v, _ in collected[key]]
-            out.append({"arm": arm, "attack": key[1], "eps_255": key[2], "role": key[3], "n_seeds": len(values),
-                        "n_images": sum(n for _, n in collected[key]) / len(values), **_stats(values)})
+            out.append(
+                {
+                    "arm": arm,
+                    "attack": key[1],
+                    "eps_255": key[2],
+                    "role": key[3],
+                    "n_seeds": len(values),
+                    "n_images": sum(n for _, n in collected[key]) / len(values),
+                    **_stats(values),
+                }
+            )
     return out
 
 
@@ -155,6 +164,17 @@ def paired_flips(
 
 def _paired_row(seed: Any, arm: str, cond: tuple, c: Sequence[int]) -> dict[str, Any]:
     both_right, lost, gained, both_wrong = c
-    return {"seed": seed, "arm": arm, "attack": cond[0], "eps_255": cond[1], "role": cond[2], "n": sum(c),
-            "both_right": both_right, "ref_right_arm_wrong": lost, "ref_wrong_arm_right": gained,
-            "both_wrong": both_wrong, "net_gain": gained - lost, "p_mcnemar": mcnemar_exact(lost, gained)}
+    return {
+        "seed": seed,
+        "arm": arm,
+        "attack": cond[0],
+        "eps_255": cond[1],
+        "role": cond[2],
+        "n": sum(c),
+        "both_right": both_right,
+        "ref_right_arm_wrong": lost,
+        "ref_wrong_arm_right": gained,
+        "both_wrong": both_wrong,
+        "net_gain": gained - lost,
+        "p_mcnemar": mcnemar_exact(lost, gained),
+    }

@@ -181,13 +181,20 @@ def compare_results(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[
     names = list(results)
     if not names:
         raise ValueError("compare_results needs the rows of at least one run.")
-    keyed = {name: {(r["attack"], round(float(r["eps"]), 8), r.get("role", "attack")): r for r in rows}
-             for name, rows in results.items()}
+    keyed = {
+        name: {(r["attack"], round(float(r["eps"]), 8), r.get("role", "attack")): r for r in rows}
+        for name, rows in results.items()
+    }
     out = []
     for r in results[names[0]]:
         key = (r["attack"], round(float(r["eps"]), 8), r.get("role", "attack"))
-        row: dict[str, Any] = {"attack": r["attack"], "eps": float(r["eps"]), "eps_255": round(float(r["eps"]) * 255, 4),
-                               "role": key[2], "n": int(r["n"])}
+        row: dict[str, Any] = {
+            "attack": r["attack"],
+            "eps": float(r["eps"]),
+            "eps_255": round(float(r["eps"]) * 255, 4),
+            "role": key[2],
+            "n": int(r["n"]),
+        }
         for name in names:
             other = keyed[name].get(key)
             if other is None:
@@ -220,14 +227,15 @@ def write_comparison(rows: Sequence[Mapping[str, Any]], output_dir: Path, title:
         writer.writerows(rows)
     shown = ["attack", "eps_255", "n"] + [c for c in columns if c.endswith("_accuracy")]
     lines = [f"# {title}".rstrip(), ""] if title else []
-    lines += ["| " + " | ".join("eps (x/255)" if c == "eps_255" else c for c in shown) + " |",
-              "|" + "---|" * len(shown)]
+    lines += [
+        "| " + " | ".join("eps (x/255)" if c == "eps_255" else c for c in shown) + " |",
+        "|" + "---|" * len(shown),
+    ]
     for r in rows:
         label = r["attack"] + (" (large-eps check)" if r.get("role") == "check" else "")
         lines.append("| " + " | ".join([label] + [_fmt(r[c]) for c in shown[1:]]) + " |")
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
-
 
 
 def _load_network(run_dir: Path, device: torch.device) -> torch.nn.Module:
@@ -334,8 +342,9 @@ def run_job(spec: Mapping[str, Any]) -> dict[str, Any]:
     movement_file = run_dir / "eval" / MOVEMENT_FILE
     if not movement_file.is_file() and (run_dir / "checkpoints" / "best.pt").is_file():
         movement = _movement_of_run(run_dir, int(spec.get("movement_images", 32)))
-        movement_file.write_text(json.dumps({"n_images": spec.get("movement_images", 32), "movement": movement},
-                                            indent=2) + "\n")
+        movement_file.write_text(
+            json.dumps({"n_images": spec.get("movement_images", 32), "movement": movement}, indent=2) + "\n"
+        )
     return out
 
 
@@ -372,8 +381,9 @@ def _eps_key(v: Any) -> float:
     return round(float(v), 4)
 
 
-def write_aggregate(rows: Sequence[Mapping[str, Any]], movement: Mapping[str, Any], output_dir: Path,
-                    title: str = "") -> tuple[Path, Path]:
+def write_aggregate(
+    rows: Sequence[Mapping[str, Any]], movement: Mapping[str, Any], output_dir: Path, title: str = ""
+) -> tuple[Path, Path]:
     """``aggregate.csv`` (long: one row per arm, attack, eps) and ``aggregate.md`` (wide: mean ± std [min, max]
     per arm, then the assimilation movement per arm)."""
     csv_path, md_path = output_dir / "aggregate.csv", output_dir / "aggregate.md"
@@ -390,7 +400,9 @@ def write_aggregate(rows: Sequence[Mapping[str, Any]], movement: Mapping[str, An
     lines += [f"Accuracy over {n_seeds} seeds: mean ± std (sample std) [min, max]; n = test images per seed.", ""]
     lines += ["| attack | eps (x/255) | n | " + " | ".join(arms) + " |", "|" + "---|" * (3 + len(arms))]
     for cond in conds:
-        label = cond[0] + {"attack": "", "clean": "", "worst": "", "check": " (large-eps check)"}.get(cond[2], f" ({cond[2]})")
+        label = cond[0] + {"attack": "", "clean": "", "worst": "", "check": " (large-eps check)"}.get(
+            cond[2], f" ({cond[2]})"
+        )
         cells = []
         n = "-"
         for arm in arms:
@@ -403,13 +415,24 @@ def write_aggregate(rows: Sequence[Mapping[str, Any]], movement: Mapping[str, An
             cells.append(f"{r['mean']:.3f}{std} [{r['min']:.2f}, {r['max']:.2f}]")
         lines.append(f"| {label} | {cond[1]:g} | {n} | " + " | ".join(cells) + " |")
     if movement:
-        lines += ["", ("Assimilation movement on test images (mean over seeds; grey levels in 1/255 for shifts "
-                       "and chroma; GLCM term as the loss computes it):"), "",
-                  "| arm | " + " | ".join(MOVEMENT_KEYS) + " |", "|" + "---|" * (1 + len(MOVEMENT_KEYS))]
+        lines += [
+            "",
+            (
+                "Assimilation movement on test images (mean over seeds; grey levels in 1/255 for shifts "
+                "and chroma; GLCM term as the loss computes it):"
+            ),
+            "",
+            "| arm | " + " | ".join(MOVEMENT_KEYS) + " |",
+            "|" + "---|" * (1 + len(MOVEMENT_KEYS)),
+        ]
         for arm, m in movement.items():
             mean = m.get("mean") or {}
-            cells = [(f"{255 * mean[k]:.2f}" if k not in ("glcm", "grey_correlation") else f"{mean[k]:.3f}")
-                     if k in mean else "-" for k in MOVEMENT_KEYS]
+            cells = [
+                (f"{255 * mean[k]:.2f}" if k not in ("glcm", "grey_correlation") else f"{mean[k]:.3f}")
+                if k in mean
+                else "-"
+                for k in MOVEMENT_KEYS
+            ]
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
@@ -419,22 +442,44 @@ def write_paired(rows: Sequence[Mapping[str, Any]], output_dir: Path, title: str
     """``paired.csv`` (every row of :func:`monai_assim.stats.paired_flips`) and ``paired.md`` (pooled rows,
     then per seed)."""
     csv_path, md_path = output_dir / "paired.csv", output_dir / "paired.md"
-    columns = ["seed", "arm", "attack", "eps_255", "role", "n", "both_right", "ref_right_arm_wrong",
-               "ref_wrong_arm_right", "both_wrong", "net_gain", "p_mcnemar"]
+    columns = [
+        "seed",
+        "arm",
+        "attack",
+        "eps_255",
+        "role",
+        "n",
+        "both_right",
+        "ref_right_arm_wrong",
+        "ref_wrong_arm_right",
+        "both_wrong",
+        "net_gain",
+        "p_mcnemar",
+    ]
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     lines = [f"# {title}".rstrip(), ""] if title else []
-    lines += [("Each arm against vanilla on the same test images. `lost`: images vanilla classifies correctly "
-               "and the arm does not (under that attack and eps); `gained`: the reverse; p: exact two-sided "
-               "McNemar (sign) test on lost vs gained. `pooled` adds the seeds' counts."), "",
-              "| seed | arm | attack | eps (x/255) | n | lost | gained | net | p |", "|" + "---|" * 9]
+    lines += [
+        (
+            "Each arm against vanilla on the same test images. `lost`: images vanilla classifies correctly "
+            "and the arm does not (under that attack and eps); `gained`: the reverse; p: exact two-sided "
+            "McNemar (sign) test on lost vs gained. `pooled` adds the seeds' counts."
+        ),
+        "",
+        "| seed | arm | attack | eps (x/255) | n | lost | gained | net | p |",
+        "|" + "---|" * 9,
+    ]
     ordered = [r for r in rows if r["seed"] == "pooled"] + [r for r in rows if r["seed"] != "pooled"]
     for r in ordered:
-        label = r["attack"] + {"attack": "", "clean": "", "worst": "", "check": " (check)"}.get(r["role"], f" ({r['role']})")
-        lines.append(f"| {r['seed']} | {r['arm']} | {label} | {r['eps_255']:g} | {r['n']} | {r['ref_right_arm_wrong']} | "
-                     f"{r['ref_wrong_arm_right']} | {r['net_gain']:+d} | {r['p_mcnemar']:.3g} |")
+        label = r["attack"] + {"attack": "", "clean": "", "worst": "", "check": " (check)"}.get(
+            r["role"], f" ({r['role']})"
+        )
+        lines.append(
+            f"| {r['seed']} | {r['arm']} | {label} | {r['eps_255']:g} | {r['n']} | {r['ref_right_arm_wrong']} | "
+            f"{r['ref_wrong_arm_right']} | {r['net_gain']:+d} | {r['p_mcnemar']:.3g} |"
+        )
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
 
@@ -518,21 +563,33 @@ def run_study(
         raise ValueError(f"unknown arms {unknown}; choose among {', '.join(ARMS)}.")
     caps = {"train": train_per_class, "validation": val_per_class, "test": test_per_class}
     common: dict[str, Any] = {
-        "backbone": backbone, "pretrained": pretrained, "mean": mean, "std": std, "image_size": image_size,
-        "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-        "assimilation_lr": assimilation_lr, "assimilation_init": assimilation_init,
+        "backbone": backbone,
+        "pretrained": pretrained,
+        "mean": mean,
+        "std": std,
+        "image_size": image_size,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "assimilation_lr": assimilation_lr,
+        "assimilation_init": assimilation_init,
         "dataset_dir": dataset_dir if dataset_dir is not None else "demo",
         "max_per_class": caps if any(v is not None for v in caps.values()) else None,
     }
     if device is not None:
         common["device"] = f"$torch.device('{device}')"
     train_common = {k: v for k, v in common.items() if v is not None or k in ("mean", "std")}
-    adversarial = {k: v for k, v in (("at_eps", at_eps), ("at_steps", at_steps), ("trades_beta", trades_beta))
-                   if v is not None}
+    adversarial = {
+        k: v for k, v in (("at_eps", at_eps), ("at_steps", at_steps), ("trades_beta", trades_beta)) if v is not None
+    }
     attacks = dict(STUDY_ATTACKS if attacks is None else attacks)
     # MONAI's run() drops None overrides, so "no check" is passed as the expression "$None"
-    eval_common: dict[str, Any] = {"attacks": attacks, "check_eps": check_eps if check_eps is not None else "$None",
-                                   "backbone": backbone, "worst_case": bool(worst_case)}
+    eval_common: dict[str, Any] = {
+        "attacks": attacks,
+        "check_eps": check_eps if check_eps is not None else "$None",
+        "backbone": backbone,
+        "worst_case": bool(worst_case),
+    }
     checks: dict[str, Any] = {"structure_checks": True}
     if structure_check_kwargs:
         checks["structure_check_kwargs"] = dict(structure_check_kwargs)
@@ -556,13 +613,23 @@ def run_study(
             if "adversarial_training" in arm:
                 arm.update(adversarial)
             run_dir = run_dir_of(s, name)
-            specs.append({
-                "seed": s, "arm": name, "bundle_root": str(root), "run_dir": str(run_dir),
-                "movement_images": movement_images,
-                "train_override": dict(train_common, **arm, seed=s, output_dir=str(run_dir)),
-                "eval_override": dict(eval_common, variant=arm["variant"], seed=s, output_dir=str(run_dir),
-                                      **(checks if name in structure_checks and s in check_seeds else {})),
-            })
+            specs.append(
+                {
+                    "seed": s,
+                    "arm": name,
+                    "bundle_root": str(root),
+                    "run_dir": str(run_dir),
+                    "movement_images": movement_images,
+                    "train_override": dict(train_common, **arm, seed=s, output_dir=str(run_dir)),
+                    "eval_override": dict(
+                        eval_common,
+                        variant=arm["variant"],
+                        seed=s,
+                        output_dir=str(run_dir),
+                        **(checks if name in structure_checks and s in check_seeds else {}),
+                    ),
+                }
+            )
     timings: dict[str, Any] = {}
     t_all = time.perf_counter()
     if jobs <= 1:
@@ -596,26 +663,43 @@ def run_study(
             reports[label] = json.loads((run_dir / "eval" / "robustness.json").read_text()).get("report", [])
             summaries[label] = load_run_summary(run_dir)
             if (run_dir / "eval" / PER_IMAGE_FILE).is_file():
-                per_image.setdefault(s, {})[name] = read_per_image(run_dir / "eval" / PER_IMAGE_FILE,
-                                                                   summaries[label].get("dataset_dir"))
+                per_image.setdefault(s, {})[name] = read_per_image(
+                    run_dir / "eval" / PER_IMAGE_FILE, summaries[label].get("dataset_dir")
+                )
             mfile = run_dir / "eval" / MOVEMENT_FILE
             m = json.loads(mfile.read_text()).get("movement") if mfile.is_file() else None
             if m is not None:
                 movement.setdefault(name, {"per_seed": {}})["per_seed"][s] = m
-        title = f"{bundle}, {backbone}, seed {s}: accuracy under attack" if multi else f"{bundle}, {backbone}: accuracy under attack"
+        title = (
+            f"{bundle}, {backbone}, seed {s}: accuracy under attack"
+            if multi
+            else f"{bundle}, {backbone}: accuracy under attack"
+        )
         write_comparison(compare_results(results[s]), out / "runs" / f"seed{s}" if multi else out, title)
     for m in movement.values():
         values = list(m["per_seed"].values())
         m["mean"] = {k: sum(v[k] for v in values) / len(values) for k in MOVEMENT_KEYS}
-        m["std"] = {k: (math.sqrt(sum((v[k] - m["mean"][k]) ** 2 for v in values) / (len(values) - 1))
-                        if len(values) > 1 else None) for k in MOVEMENT_KEYS}
+        m["std"] = {
+            k: (
+                math.sqrt(sum((v[k] - m["mean"][k]) ** 2 for v in values) / (len(values) - 1))
+                if len(values) > 1
+                else None
+            )
+            for k in MOVEMENT_KEYS
+        }
 
-    files: dict[str, Any] = {"comparison": None if multi else "comparison.csv", "table": None if multi else "comparison.md"}
+    files: dict[str, Any] = {
+        "comparison": None if multi else "comparison.csv",
+        "table": None if multi else "comparison.md",
+    }
     aggregate = aggregate_over_seeds(results)
     if multi:
         write_aggregate(aggregate, movement, out, f"{bundle}, {backbone}: accuracy over seeds {seed_list}")
-        files.update(aggregate="aggregate.csv", aggregate_table="aggregate.md",
-                     comparisons=[f"runs/seed{s}/comparison.md" for s in seed_list])
+        files.update(
+            aggregate="aggregate.csv",
+            aggregate_table="aggregate.md",
+            comparisons=[f"runs/seed{s}/comparison.md" for s in seed_list],
+        )
     paired = paired_flips(per_image) if per_image and "vanilla" in names else []
     if paired:
         write_paired(paired, out, f"{bundle}, {backbone}: paired comparison with vanilla")
@@ -624,7 +708,8 @@ def run_study(
     figure = None
     if "vanilla" in names and "assimilated" in names:
         figure = plot_robustness(
-            _mean_rows([results[s]["assimilated"] for s in seed_list]), out / "robustness.png",
+            _mean_rows([results[s]["assimilated"] for s in seed_list]),
+            out / "robustness.png",
             vanilla=_mean_rows([results[s]["vanilla"] for s in seed_list]),
             title=f"{bundle}, {backbone}: vanilla (dashed) vs assimilated (solid)"
             + (f", mean over {len(seed_list)} seeds" if len(seed_list) > 1 else ""),
@@ -634,10 +719,13 @@ def run_study(
     assimilated_runs = [n for n in ("alpha1", "assimilated") if n in names]
     if assimilated_runs and n_examples > 0:
         if all((run_dir_of(first, n) / "checkpoints" / "best.pt").is_file() for n in assimilated_runs):
-            examples = _write_examples(out, bundle, first, [(n, run_dir_of(first, n)) for n in assimilated_runs],
-                                       n_examples, device)
+            examples = _write_examples(
+                out, bundle, first, [(n, run_dir_of(first, n)) for n in assimilated_runs], n_examples, device
+            )
         else:
-            logger.warning("study: no checkpoints left for the example panel (pruned earlier); examples.png not rewritten.")
+            logger.warning(
+                "study: no checkpoints left for the example panel (pruned earlier); examples.png not rewritten."
+            )
     if prune:
         for s in seed_list:
             for name in names:
@@ -646,17 +734,30 @@ def run_study(
 
     def run_doc(label: str, name: str) -> dict[str, Any]:
         sm = summaries[label]
-        return {"arm": name, "variant": ARMS[name]["variant"], "overrides": ARMS[name], "settings": sm["settings"],
-                "demo_data": sm["demo_data"], "counts": sm.get("counts"), "best_val_acc": sm.get("best_metric"),
-                "epochs_run": sm.get("epochs_completed"), "stopped_early": sm.get("stopped_early")}
+        return {
+            "arm": name,
+            "variant": ARMS[name]["variant"],
+            "overrides": ARMS[name],
+            "settings": sm["settings"],
+            "demo_data": sm["demo_data"],
+            "counts": sm.get("counts"),
+            "best_val_acc": sm.get("best_metric"),
+            "epochs_run": sm.get("epochs_completed"),
+            "stopped_early": sm.get("stopped_early"),
+        }
 
     doc = {
         "bundle": bundle,
-        "command": shlex.join(["python", "-m", "monai_assim.study"] + sys.argv[1:]) if sys.argv[0].endswith("study.py") else None,
+        "command": shlex.join(["python", "-m", "monai_assim.study"] + sys.argv[1:])
+        if sys.argv[0].endswith("study.py")
+        else None,
         "seeds": seed_list,
         "arms": {n: ARMS[n] for n in names},
-        "runs": {(f"seed{s}/{n}" if multi else n): run_doc(f"seed{s}/{n}" if multi else n, n)
-                 for s in seed_list for n in names},
+        "runs": {
+            (f"seed{s}/{n}" if multi else n): run_doc(f"seed{s}/{n}" if multi else n, n)
+            for s in seed_list
+            for n in names
+        },
         "attacks": attacks,
         "eps_255": [round(e * 255, 4) for e in (eps or [k / 255 for k in range(1, 9)])],
         "attack_eps_255": {k: [round(e * 255, 4) for e in v] for k, v in (attack_eps or {}).items()},
@@ -664,8 +765,10 @@ def run_study(
         "jobs": jobs,
         "reports": reports,
         "aggregate": aggregate,
-        "paired": {"per_image_files": sorted(f"seed{s}/{a}" for s, d in per_image.items() for a in d),
-                   "pooled": [r for r in paired if r["seed"] == "pooled"]},
+        "paired": {
+            "per_image_files": sorted(f"seed{s}/{a}" for s, d in per_image.items() for a in d),
+            "pooled": [r for r in paired if r["seed"] == "pooled"],
+        },
         "assimilation_movement": movement,
         "timings_s": timings,
         "files": dict(files, figure=figure and Path(figure).name, examples=examples and Path(examples).name),
@@ -674,8 +777,9 @@ def run_study(
     return doc
 
 
-def _write_examples(out: Path, bundle: str, seed: int, runs: Sequence[tuple[str, Path]], n: int,
-                    device: str | None) -> Path:
+def _write_examples(
+    out: Path, bundle: str, seed: int, runs: Sequence[tuple[str, Path]], n: int, device: str | None
+) -> Path:
     """examples.png: original / alpha = 1 / default alpha, on the test images of the first seed."""
     from monai_assim.bundle import load_run_summary
 
@@ -689,9 +793,17 @@ def _write_examples(out: Path, bundle: str, seed: int, runs: Sequence[tuple[str,
         title = f"assimilated, alpha = {a:g}\n" + ("(no GLCM loss)" if a == 1 else "(with GLCM loss)")
         nets[title] = _load_network(run_dir, dev)
         m = assimilation_movement(nets[title], images)
-        notes[title] = f"grey shift {255 * m['grey_shift']:.1f}/255\nchroma {255 * m['chroma']:.1f}/255, GLCM {m['glcm']:.2f}"
-    return plot_examples(images, nets, out / "examples.png", labels, notes=notes,
-                         title=f"{bundle}: test images (seed {seed}) and their assimilated versions C(T(x))")
+        notes[title] = (
+            f"grey shift {255 * m['grey_shift']:.1f}/255\nchroma {255 * m['chroma']:.1f}/255, GLCM {m['glcm']:.2f}"
+        )
+    return plot_examples(
+        images,
+        nets,
+        out / "examples.png",
+        labels,
+        notes=notes,
+        title=f"{bundle}: test images (seed {seed}) and their assimilated versions C(T(x))",
+    )
 
 
 def _parse_caps(value: str) -> int | None:
@@ -716,35 +828,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch_size", type=int, default=None)
     p.add_argument("--learning_rate", type=float, default=None)
-    p.add_argument("--assimilation_lr", type=_parse_lr, default=None,
-                   help="learning rate of T and C (default: the bundle's, 1e-2); 'none': the same as --learning_rate")
-    p.add_argument("--assimilation_init", choices=("identity", "random"), default=None,
-                   help="start of T and C (default: the bundle's, identity)")
+    p.add_argument(
+        "--assimilation_lr",
+        type=_parse_lr,
+        default=None,
+        help="learning rate of T and C (default: the bundle's, 1e-2); 'none': the same as --learning_rate",
+    )
+    p.add_argument(
+        "--assimilation_init",
+        choices=("identity", "random"),
+        default=None,
+        help="start of T and C (default: the bundle's, identity)",
+    )
     p.add_argument("--alpha", type=float, default=None, help="alpha of the assimilated arms (default: the bundle's)")
     p.add_argument("--train_per_class", type=_parse_caps, default=None)
     p.add_argument("--val_per_class", type=_parse_caps, default=None)
     p.add_argument("--test_per_class", type=_parse_caps, default=None)
-    p.add_argument("--attacks", default=None, help="JSON mapping name -> torchattacks kwargs (default: paper's 4 + APGD + Square)")
+    p.add_argument(
+        "--attacks", default=None, help="JSON mapping name -> torchattacks kwargs (default: paper's 4 + APGD + Square)"
+    )
     p.add_argument("--eps_255", default=None, help="comma-separated eps in units of 1/255 (default 1,...,8)")
-    p.add_argument("--attack_eps_255", default=None,
-                   help='JSON mapping attack -> its own eps grid in units of 1/255, e.g. \'{"Square": [4, 8]}\'')
-    p.add_argument("--check_eps_255", type=float, default=64.0, help="eps (x/255) of the PGD sanity check; 0 disables it")
+    p.add_argument(
+        "--attack_eps_255",
+        default=None,
+        help="JSON mapping attack -> its own eps grid in units of 1/255, e.g. '{\"Square\": [4, 8]}'",
+    )
+    p.add_argument(
+        "--check_eps_255", type=float, default=64.0, help="eps (x/255) of the PGD sanity check; 0 disables it"
+    )
     p.add_argument("--seed", type=int, default=0, help="the seed of a one-seed study (layout runs/<arm>)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None,
-                   help="several seeds (split, initialisation, data order): runs/seed<k>/<arm>, aggregate and paired tables")
-    p.add_argument("--arms", nargs="+", default=None, choices=list(ARMS),
-                   help=f"arms to run (default {' '.join(DEFAULT_ARMS)})")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="several seeds (split, initialisation, data order): runs/seed<k>/<arm>, aggregate and paired tables",
+    )
+    p.add_argument(
+        "--arms", nargs="+", default=None, choices=list(ARMS), help=f"arms to run (default {' '.join(DEFAULT_ARMS)})"
+    )
     p.add_argument("--jobs", type=int, default=1, help="(seed, arm) jobs at once, each a single-thread subprocess")
-    p.add_argument("--at_eps", type=float, default=None, help="adversarial-training eps, forwarded to the *_pgdat / *_trades arms")
+    p.add_argument(
+        "--at_eps", type=float, default=None, help="adversarial-training eps, forwarded to the *_pgdat / *_trades arms"
+    )
     p.add_argument("--at_steps", type=int, default=None, help="adversarial-training steps, forwarded likewise")
     p.add_argument("--trades_beta", type=float, default=None, help="TRADES beta, forwarded likewise")
     p.add_argument("--no_worst_case", action="store_true", help="leave the per-image worst case out of the tables")
-    p.add_argument("--structure_checks", nargs="+", default=[], metavar="ARM",
-                   help="arms whose evaluation also runs the structure-aware checks (BPDA clamps, larger APGD-CE)")
-    p.add_argument("--structure_check_seeds", type=int, nargs="+", default=None,
-                   help="seeds of those checks (default: every seed)")
-    p.add_argument("--structure_check_kwargs", default=None,
-                   help='JSON torchattacks APGD kwargs of the larger-budget check, e.g. \'{"loss": "ce", "steps": 50, "n_restarts": 3}\'')
+    p.add_argument(
+        "--structure_checks",
+        nargs="+",
+        default=[],
+        metavar="ARM",
+        help="arms whose evaluation also runs the structure-aware checks (BPDA clamps, larger APGD-CE)",
+    )
+    p.add_argument(
+        "--structure_check_seeds", type=int, nargs="+", default=None, help="seeds of those checks (default: every seed)"
+    )
+    p.add_argument(
+        "--structure_check_kwargs",
+        default=None,
+        help='JSON torchattacks APGD kwargs of the larger-budget check, e.g. \'{"loss": "ce", "steps": 50, "n_restarts": 3}\'',
+    )
     p.add_argument("--movement_images", type=int, default=16, help="test images for the assimilation movement numbers")
     p.add_argument("--no_ablation", action="store_true", help="skip the alpha = 1 run")
     p.add_argument("--n_examples", type=int, default=6)
@@ -757,19 +901,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.job:
         return _job_main(a.job, a.job_threads)
     doc = run_study(
-        bundle=a.bundle, output_dir=a.output_dir, bundle_root=a.bundle_root, dataset_dir=a.dataset_dir,
-        backbone=a.backbone, pretrained=a.pretrained, mean=a.mean, std=a.std, image_size=a.image_size,
-        epochs=a.epochs, batch_size=a.batch_size, learning_rate=a.learning_rate, alpha=a.alpha,
-        train_per_class=a.train_per_class, val_per_class=a.val_per_class, test_per_class=a.test_per_class,
+        bundle=a.bundle,
+        output_dir=a.output_dir,
+        bundle_root=a.bundle_root,
+        dataset_dir=a.dataset_dir,
+        backbone=a.backbone,
+        pretrained=a.pretrained,
+        mean=a.mean,
+        std=a.std,
+        image_size=a.image_size,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        learning_rate=a.learning_rate,
+        alpha=a.alpha,
+        train_per_class=a.train_per_class,
+        val_per_class=a.val_per_class,
+        test_per_class=a.test_per_class,
         attacks=json.loads(a.attacks) if a.attacks else None,
         eps=[float(k) / 255 for k in a.eps_255.split(",")] if a.eps_255 else None,
         attack_eps={k: [float(e) / 255 for e in v] for k, v in json.loads(a.attack_eps_255).items()}
-        if a.attack_eps_255 else None,
+        if a.attack_eps_255
+        else None,
         check_eps=a.check_eps_255 / 255 if a.check_eps_255 > 0 else None,
-        seed=a.seed, ablation=not a.no_ablation, n_examples=a.n_examples, prune=a.prune, device=a.device,
-        seeds=a.seeds, arms=a.arms, jobs=a.jobs, assimilation_lr=a.assimilation_lr,
-        assimilation_init=a.assimilation_init, at_eps=a.at_eps, at_steps=a.at_steps, trades_beta=a.trades_beta,
-        movement_images=a.movement_images, worst_case=not a.no_worst_case, structure_checks=a.structure_checks,
+        seed=a.seed,
+        ablation=not a.no_ablation,
+        n_examples=a.n_examples,
+        prune=a.prune,
+        device=a.device,
+        seeds=a.seeds,
+        arms=a.arms,
+        jobs=a.jobs,
+        assimilation_lr=a.assimilation_lr,
+        assimilation_init=a.assimilation_init,
+        at_eps=a.at_eps,
+        at_steps=a.at_steps,
+        trades_beta=a.trades_beta,
+        movement_images=a.movement_images,
+        worst_case=not a.no_worst_case,
+        structure_checks=a.structure_checks,
         structure_check_seeds=a.structure_check_seeds,
         structure_check_kwargs=json.loads(a.structure_check_kwargs) if a.structure_check_kwargs else None,
     )

@@ -15,19 +15,36 @@ from monai_assim.robustness_results import PER_IMAGE_COLUMNS
 def test_pgd_at_bundle_run_and_worst_case_structure_checks(tmp_path):
     data, out = tiny_dataset(tmp_path, "chest_xray", n=4), tmp_path / "run"
     at = ["--adversarial_training", "pgd", "--at_eps", "2", "--at_steps", "2", "--at_ratio", "0.5"]
-    log = run_ok(bundle_cmd("bundles/chest_xray/train.json", "--dataset_dir", str(data), "--output_dir", str(out),
-                            *TINY, *at))
+    log = run_ok(
+        bundle_cmd("bundles/chest_xray/train.json", "--dataset_dir", str(data), "--output_dir", str(out), *TINY, *at)
+    )
     for name in ("loss_adv", "acc_clean", "acc_adv"):
         assert f"{name}: " in log, name  # logged per iteration by StatsHandler
     settings = json.loads((out / "run_summary.json").read_text())["settings"]
     assert settings["adversarial_training"] == "pgd" and settings["at_eps"] == 2.0  # units of 1/255
     assert settings["at_steps"] == 2 and settings["at_ratio"] == 0.5 and settings["trades_beta"] == 6.0
 
-    run_ok(bundle_cmd(
-        "bundles/chest_xray/evaluate.json", "--output_dir", str(out), "--backbone", "mobilenet_v2",
-        "--attacks", "['FGSM', 'PGD']", "--eps", "[0.03]", "--check_eps", "$None", "--worst_case", "True",
-        "--structure_checks", "True", "--structure_check_kwargs", "{'steps': 2}",
-    ))
+    run_ok(
+        bundle_cmd(
+            "bundles/chest_xray/evaluate.json",
+            "--output_dir",
+            str(out),
+            "--backbone",
+            "mobilenet_v2",
+            "--attacks",
+            "['FGSM', 'PGD']",
+            "--eps",
+            "[0.03]",
+            "--check_eps",
+            "$None",
+            "--worst_case",
+            "True",
+            "--structure_checks",
+            "True",
+            "--structure_check_kwargs",
+            "{'steps': 2}",
+        )
+    )
     rows = list(csv.DictReader(open(out / "eval" / "robustness.csv")))
     roles = {(r["attack"], r["role"]) for r in rows}
     assert {("worst", "worst"), ("PGD", "check_bpda"), ("APGD", "check_apgd_strong"), ("worst", "check_worst")} <= roles

@@ -93,8 +93,12 @@ def test_grouped_eps_matches_per_eps():
     for group in (1, 3):
         engine = plain_engine()
         AdversarialRobustnessHandler(
-            net, attacks={"FGSM": {}, "BIM": {"steps": 3}}, eps=(1 / 255, 4 / 255, 6 / 255), check_eps=None,
-            group_eps=group, progress=False,
+            net,
+            attacks={"FGSM": {}, "BIM": {"steps": 3}},
+            eps=(1 / 255, 4 / 255, 6 / 255),
+            check_eps=None,
+            group_eps=group,
+            progress=False,
         ).attach(engine)
         engine.run(loader)
         results.append(engine.state.metrics)
@@ -133,7 +137,10 @@ def test_gradient_masking_is_reported(tmp_path):
     loader, _, _ = tuple_loader()
     engine = plain_engine()
     handler = AdversarialRobustnessHandler(
-        net, attacks={"PGD": {"steps": 5}, "Square": {"n_queries": 100}}, eps=(8 / 255,), output_dir=tmp_path,
+        net,
+        attacks={"PGD": {"steps": 5}, "Square": {"n_queries": 100}},
+        eps=(8 / 255,),
+        output_dir=tmp_path,
         progress=False,
     )
     handler.attach(engine)
@@ -150,14 +157,22 @@ def test_runs_under_validation_handler_in_supervised_trainer(tmp_path):
     net = TinyNet()
     x, y = synthetic_data(32, seed=1)
     data = [{"image": x[i : i + 8], "label": y[i : i + 8]} for i in range(0, 32, 8)]
-    adv = AdversarialRobustnessHandler(attacks={"PGD": {"steps": 3}}, eps=(2 / 255,), output_dir=tmp_path, progress=False)
+    adv = AdversarialRobustnessHandler(
+        attacks={"PGD": {"steps": 3}}, eps=(2 / 255,), output_dir=tmp_path, progress=False
+    )
     evaluator = SupervisedEvaluator(
-        device=torch.device("cpu"), val_data_loader=data, network=net,
+        device=torch.device("cpu"),
+        val_data_loader=data,
+        network=net,
         val_handlers=[adv, MetricsSaver(save_dir=tmp_path, metrics="*", metric_details=None)],
     )
     trainer = SupervisedTrainer(
-        device=torch.device("cpu"), max_epochs=2, train_data_loader=data, network=net,
-        optimizer=torch.optim.SGD(net.parameters(), lr=0.05), loss_function=torch.nn.CrossEntropyLoss(),
+        device=torch.device("cpu"),
+        max_epochs=2,
+        train_data_loader=data,
+        network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.05),
+        loss_function=torch.nn.CrossEntropyLoss(),
     )
     seen = []
 
@@ -240,8 +255,13 @@ def test_attack_eps_restricts_one_attack_grid():
     loader, x, y = tuple_loader()
     eps = (2 / 255, 8 / 255)
     handler = AdversarialRobustnessHandler(
-        net, attacks={"FGSM": {}, "Square": {"n_queries": 5}}, eps=eps, attack_eps={"square": [8 / 255]},
-        seed=3, check_eps=None, progress=False,
+        net,
+        attacks={"FGSM": {}, "Square": {"n_queries": 5}},
+        eps=eps,
+        attack_eps={"square": [8 / 255]},
+        seed=3,
+        check_eps=None,
+        progress=False,
     )
     engine = plain_engine()
     handler.attach(engine)
@@ -340,7 +360,12 @@ def test_grouped_pgd_images_equal_torchattacks_per_eps():
     x, y = mislabelled_data(BATCH)
     eps = (2 / 255, 6 / 255)
     handler = AdversarialRobustnessHandler(
-        net, attacks={"PGD": {"steps": 3, "random_start": False}}, eps=eps, seed=4, check_eps=None, group_eps=2,
+        net,
+        attacks={"PGD": {"steps": 3, "random_start": False}},
+        eps=eps,
+        seed=4,
+        check_eps=None,
+        group_eps=2,
         progress=False,
     )
     engine = plain_engine()

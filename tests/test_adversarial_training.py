@@ -30,9 +30,17 @@ class SmallNet(torch.nn.Module):
         self.texture = TextureModule() if assimilate else None
         self.color = ColorModule() if assimilate else None
         self.body = torch.nn.Sequential(
-            torch.nn.Conv2d(3, width, 3, padding=1), torch.nn.BatchNorm2d(width), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(width, 2 * width, 3, padding=1), torch.nn.BatchNorm2d(2 * width), torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Dropout(dropout), torch.nn.Linear(2 * width, 2),
+            torch.nn.Conv2d(3, width, 3, padding=1),
+            torch.nn.BatchNorm2d(width),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(width, 2 * width, 3, padding=1),
+            torch.nn.BatchNorm2d(2 * width),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Dropout(dropout),
+            torch.nn.Linear(2 * width, 2),
         )
 
     def forward(self, x):
@@ -51,9 +59,15 @@ def _textured(net: SmallNet, seed: int) -> SmallNet:
 def _trainer(net, loss, n=8, batch=4, iterations=1, trainer_cls=AssimilationTrainer, data=None, **kw):
     loader = DataLoader(data if data is not None else _dataset(n, seed=1), batch_size=batch, shuffle=False)
     return trainer_cls(
-        device="cpu", max_epochs=1, train_data_loader=loader, network=net, loss_function=loss,
-        optimizer=torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9), epoch_length=iterations,
-        decollate=False, **kw,
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=loader,
+        network=net,
+        loss_function=loss,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9),
+        epoch_length=iterations,
+        decollate=False,
+        **kw,
     )
 
 
@@ -104,7 +118,9 @@ def test_bn_running_stats_after_an_at_step_equal_a_plain_step_on_the_adversarial
     x = torch.stack([d["image"] for d in _dataset(8, seed=1)[:4]])
     adv = out["image_adv"]
     assert not torch.equal(adv, x) and (adv - x).abs().max() <= EPS + 1e-6
-    plain = _trainer(reference, torch.nn.CrossEntropyLoss(), data=[{"image": a, "label": i % 2} for i, a in enumerate(adv)])
+    plain = _trainer(
+        reference, torch.nn.CrossEntropyLoss(), data=[{"image": a, "label": i % 2} for i, a in enumerate(adv)]
+    )
     plain.run()
     for (name, p), q in zip(net.state_dict().items(), reference.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7, msg=name)
@@ -167,8 +183,9 @@ def test_trades_objective():
     net = SmallNet(assimilate=False)
     before = copy.deepcopy(net)
     beta = 3.0
-    trainer = _trainer(net, torch.nn.CrossEntropyLoss(), adversarial_training="trades", at_eps=EPS, at_steps=3,
-                       trades_beta=beta)
+    trainer = _trainer(
+        net, torch.nn.CrossEntropyLoss(), adversarial_training="trades", at_eps=EPS, at_steps=3, trades_beta=beta
+    )
     trainer.run()
     out = trainer.state.output
     x = torch.stack([d["image"] for d in _dataset(8, seed=1)[:4]])
@@ -191,12 +208,19 @@ def test_trades_objective():
         assert trades_kl(clean, before(adv)) > trades_kl(clean, before(start))
 
 
-@pytest.mark.parametrize("kw", [{"adversarial_training": "fgsm"}, {"at_ratio": 0.0}, {"at_steps": 0},
-                                {"at_eps": 2.0}, {"trades_beta": -1.0}])
+@pytest.mark.parametrize(
+    "kw", [{"adversarial_training": "fgsm"}, {"at_ratio": 0.0}, {"at_steps": 0}, {"at_eps": 2.0}, {"trades_beta": -1.0}]
+)
 def test_bad_settings(kw):
     with pytest.raises(ValueError):
-        AssimilationTrainer(device="cpu", max_epochs=1, train_data_loader=[], network=SmallNet(),
-                            optimizer=torch.optim.SGD(SmallNet().parameters(), lr=0.1), **kw)
+        AssimilationTrainer(
+            device="cpu",
+            max_epochs=1,
+            train_data_loader=[],
+            network=SmallNet(),
+            optimizer=torch.optim.SGD(SmallNet().parameters(), lr=0.1),
+            **kw,
+        )
 
 
 # ---------------------------------------------------------------- a real, small claim
@@ -236,9 +260,16 @@ def test_pgd_at_is_more_robust_than_vanilla_on_real_chest_xrays(chest_xray_dir):
             net = SmallNet(assimilate=False, width=8)
             loader = DataLoader(data, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
             trainer = AssimilationTrainer(
-                device="cpu", max_epochs=15, train_data_loader=loader, network=net,
-                loss_function=torch.nn.CrossEntropyLoss(), optimizer=torch.optim.Adam(net.parameters(), lr=1e-3),
-                decollate=False, adversarial_training=mode, at_eps=eps, at_steps=3,
+                device="cpu",
+                max_epochs=15,
+                train_data_loader=loader,
+                network=net,
+                loss_function=torch.nn.CrossEntropyLoss(),
+                optimizer=torch.optim.Adam(net.parameters(), lr=1e-3),
+                decollate=False,
+                adversarial_training=mode,
+                at_eps=eps,
+                at_steps=3,
             )
             trainer.run()
             net.eval()

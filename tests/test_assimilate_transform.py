@@ -138,8 +138,15 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="vanilla"):
         Assimilate(vanilla)
     wide = tmp_path / "wide.pt"
-    torch.save({"network": {**{f"texture.{k}": v for k, v in TextureModule(features=4).state_dict().items()},
-                            **{f"color.{k}": v for k, v in ColorModule().state_dict().items()}}}, wide)
+    torch.save(
+        {
+            "network": {
+                **{f"texture.{k}": v for k, v in TextureModule(features=4).state_dict().items()},
+                **{f"color.{k}": v for k, v in ColorModule().state_dict().items()},
+            }
+        },
+        wide,
+    )
     with pytest.raises(ValueError, match="texture.residual.0.weight"):
         Assimilate(wide)
     assert Assimilate(wide, texture_kwargs={"features": 4})(_image()).shape == (3, 24, 20)

@@ -80,7 +80,9 @@ def test_distances_on_a_hand_made_example():
     xs = torch.linspace(0, 1, 64).view(1, 1, 8, 8)
     assert (grey_level_map(xs, xs**2) - xs**2).abs().max() < 1e-6
     d2 = assimilation_distances((xs**2).expand(-1, 3, -1, -1), xs)
-    assert d2["texture_shift"].item() < 1e-6 and d2["map_shift"].item() == pytest.approx((xs**2 - xs).abs().mean().item())
+    assert d2["texture_shift"].item() < 1e-6 and d2["map_shift"].item() == pytest.approx(
+        (xs**2 - xs).abs().mean().item()
+    )
 
 
 class _Fixed(torch.nn.Module):
@@ -119,10 +121,21 @@ def test_movement_metric_logs_the_right_numbers():
 def _train(out, **kw):
     from monai.bundle import run
 
-    run(config_file="bundles/chest_xray/train.json", meta_file="bundles/chest_xray/metadata.json",
-        bundle_root="bundles/chest_xray", dataset_dir="demo", output_dir=str(out), image_size=32, epochs=2,
-        batch_size=8, backbone="mobilenet_v2", pretrained="none", learning_rate=1e-4,
-        max_per_class={"train": 8, "validation": 4, "test": 4}, **kw)
+    run(
+        config_file="bundles/chest_xray/train.json",
+        meta_file="bundles/chest_xray/metadata.json",
+        bundle_root="bundles/chest_xray",
+        dataset_dir="demo",
+        output_dir=str(out),
+        image_size=32,
+        epochs=2,
+        batch_size=8,
+        backbone="mobilenet_v2",
+        pretrained="none",
+        learning_rate=1e-4,
+        max_per_class={"train": 8, "validation": 4, "test": 4},
+        **kw,
+    )
 
 
 @pytest.mark.slow

@@ -106,8 +106,15 @@ def trained(tmp_path_factory):
 
     logger.setLevel(logging.INFO)
     trainer.run()
-    return {"net": net, "trainer": trainer, "history": history, "events": events, "checks": checks,
-            "log": records, "tmp": tmp}
+    return {
+        "net": net,
+        "trainer": trainer,
+        "history": history,
+        "events": events,
+        "checks": checks,
+        "log": records,
+        "tmp": tmp,
+    }
 
 
 def test_training_reduces_loss_and_glcm_term(trained):
@@ -150,8 +157,14 @@ def _run(trainer_cls, net, loss, accumulation_steps, iterations=3):
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     loader = DataLoader(_dataset(16, seed=1), batch_size=4, shuffle=False)
     trainer = trainer_cls(
-        device="cpu", max_epochs=1, train_data_loader=loader, network=net, optimizer=optimizer,
-        loss_function=loss, accumulation_steps=accumulation_steps, epoch_length=iterations,
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=loader,
+        network=net,
+        optimizer=optimizer,
+        loss_function=loss,
+        accumulation_steps=accumulation_steps,
+        epoch_length=iterations,
     )
     losses = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output[0]))
@@ -180,9 +193,14 @@ def test_amp_flag_is_device_agnostic():
     net = _textured_net(1)
     loader = DataLoader(_dataset(8), batch_size=4)
     trainer = AssimilationTrainer(
-        device="cpu", max_epochs=1, train_data_loader=loader, network=net,
-        optimizer=torch.optim.SGD(net.parameters(), lr=0.01), loss_function=AssimilationLoss(alpha=0.5),
-        amp=True, decollate=False,
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=loader,
+        network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.01),
+        loss_function=AssimilationLoss(alpha=0.5),
+        amp=True,
+        decollate=False,
     )
     dtypes = []
     trainer.add_event_handler(IterationEvents.FORWARD_COMPLETED, lambda e: dtypes.append(e.state.output["pred"].dtype))
@@ -233,8 +251,13 @@ def test_trace_and_ckpt_export_of_the_trained_net(trained, tmp_path):
     )
     exported = tmp_path / "model.ts"
     ckpt_export(
-        net_id="network_def", filepath=str(exported), ckpt_file=str(checkpoints[-1]), config_file=str(config),
-        meta_file=str(tmp_path / "absent_metadata.json"), use_trace=True, input_shape=[1, 1, SIZE, SIZE],
+        net_id="network_def",
+        filepath=str(exported),
+        ckpt_file=str(checkpoints[-1]),
+        config_file=str(config),
+        meta_file=str(tmp_path / "absent_metadata.json"),
+        use_trace=True,
+        input_shape=[1, 1, SIZE, SIZE],
     )
     module = torch.jit.load(str(exported))
     with torch.no_grad():

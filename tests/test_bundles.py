@@ -30,7 +30,18 @@ BUNDLES = REPO / "bundles"
 PYTHON = sys.executable
 
 #: command-line overrides that make a bundle run tiny: 32x32 images, one epoch, no weights to download.
-TINY = ["--image_size", "32", "--epochs", "1", "--batch_size", "8", "--backbone", "mobilenet_v2", "--pretrained", "none"]
+TINY = [
+    "--image_size",
+    "32",
+    "--epochs",
+    "1",
+    "--batch_size",
+    "8",
+    "--backbone",
+    "mobilenet_v2",
+    "--pretrained",
+    "none",
+]
 #: one cheap attack and eps for evaluate.json (the default is the paper's 4 attacks x 8 eps).
 TINY_EVAL = ["--backbone", "mobilenet_v2", "--attacks", "['FGSM']", "--eps", "[0.03]", "--check_eps", "$None"]
 #: the same as keyword arguments of ``monai.bundle.run``.
@@ -154,7 +165,9 @@ def test_best_saver_keeps_the_best(tmp_path):
 def test_chest_xray_train_evaluate_inference_cli(tmp_path):
     """chest_xray through the literal CLI: train -> evaluate -> inference -> ckpt_export, outputs present."""
     data, out = tiny_dataset(tmp_path, "chest_xray"), tmp_path / "run"
-    log = run_ok(bundle_cmd("bundles/chest_xray/train.json", "--dataset_dir", str(data), "--output_dir", str(out), *TINY))
+    log = run_ok(
+        bundle_cmd("bundles/chest_xray/train.json", "--dataset_dir", str(data), "--output_dir", str(out), *TINY)
+    )
     assert "DEMO DATA" not in log and not (out / "DEMO_DATA.txt").exists()
     for name in ("loss", "loss_ce", "loss_glcm"):
         assert f"{name}: " in log
@@ -317,7 +330,9 @@ def test_torchrun_gloo_two_processes(tmp_path):
     assert summary["epochs_completed"] == 1
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert not [k for k in ckpt["network"] if k.startswith("module.")]  # saved unwrapped from DDP
-    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 2  # train + validation writers, rank 0 only
+    assert (
+        len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    )  # train + validation writers, rank 0 only
 
 
 def _make_bad(kind: str, root: Path) -> tuple[Path, str]:

@@ -118,8 +118,13 @@ def test_handler_on_cuda_equals_torchattacks_on_cuda():
     tol = 1.0 / len(x) + 1e-9  # one sample, for a gradient sign that cuDNN's reduction order may flip
     for e in eps:
         k = f"{round(e * 255, 4):g}"
-        fgsm = lambda e=e: torchattacks.FGSM(net, eps=e)
-        pgd = lambda e=e: torchattacks.PGD(net, eps=e, alpha=2.5 * e / 5, steps=5, random_start=True)
+
+        def fgsm(e=e):
+            return torchattacks.FGSM(net, eps=e)
+
+        def pgd(e=e):
+            return torchattacks.PGD(net, eps=e, alpha=2.5 * e / 5, steps=5, random_start=True)
+
         assert abs(m[f"adv_FGSM_eps{k}_acc"] - direct_accuracy(net, x, y, fgsm, 11)) <= tol
         assert abs(m[f"adv_PGD_eps{k}_acc"] - direct_accuracy(net, x, y, pgd, 11)) <= tol
     assert len(x) % BATCH == 0
@@ -156,7 +161,11 @@ def test_chest_xray_bundle_cuda_amp_train_evaluate_inference(tmp_path):
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
     assert (out / "eval" / "robustness.png").is_file() and (out / "eval" / "metrics.csv").is_file()
 
-    run_ok(bundle_cmd("bundles/chest_xray/inference.json", "--output_dir", str(out), "--device", "cuda", "--backbone", "resnet18"))
+    run_ok(
+        bundle_cmd(
+            "bundles/chest_xray/inference.json", "--output_dir", str(out), "--device", "cuda", "--backbone", "resnet18"
+        )
+    )
     with open(out / "inference" / "predictions.csv") as f:
         preds = list(csv.reader(f))
     probs = torch.tensor([[float(v) for v in r[1:]] for r in preds])

@@ -43,7 +43,9 @@ def skimage_window(q: np.ndarray, levels: int, distance: int, angles) -> tuple[n
 
 def assert_matches_skimage(x: torch.Tensor, levels: int, window: int, stride: int | None, distance: int = 3):
     mats = glcm(x, levels=levels, distance=distance, window=window, stride=stride)
-    feats = glcm_features(x, levels=levels, distance=distance, window=window, stride=stride, features=SUPPORTED_FEATURES)
+    feats = glcm_features(
+        x, levels=levels, distance=distance, window=window, stride=stride, features=SUPPORTED_FEATURES
+    )
     q = np.minimum(np.floor(x.numpy() * levels), levels - 1)  # the hard rule, computed independently
     step = window if stride is None else stride
     nh, nw = (x.shape[2] - window) // step + 1, (x.shape[3] - window) // step + 1
@@ -177,7 +179,9 @@ def test_batch_and_channels_equal_per_image():
         together = glcm_features(x, levels=16, features=SUPPORTED_FEATURES, soft=soft, stride=6)
         for b in range(3):
             for c in range(2):
-                alone = glcm_features(x[b : b + 1, c : c + 1], levels=16, features=SUPPORTED_FEATURES, soft=soft, stride=6)
+                alone = glcm_features(
+                    x[b : b + 1, c : c + 1], levels=16, features=SUPPORTED_FEATURES, soft=soft, stride=6
+                )
                 torch.testing.assert_close(together[b : b + 1, c : c + 1], alone)
 
 

@@ -43,9 +43,9 @@ def skimage_loss(pred: np.ndarray, target: np.ndarray, levels: int, window: int,
 def test_glcm_loss_matches_skimage_in_the_hard_limit(window_reduction, reduce):
     target = rand(2, 1, 60, 45, seed=1, dtype=torch.float64)
     pred = (target + 0.2 * rand(2, 1, 60, 45, seed=2, dtype=torch.float64)).clamp(0, 1)
-    loss = GLCMLoss(
-        levels=16, width=1e-9, window_reduction=window_reduction, normalization="range", reduction="none"
-    )(pred, target)
+    loss = GLCMLoss(levels=16, width=1e-9, window_reduction=window_reduction, normalization="range", reduction="none")(
+        pred, target
+    )
     assert loss.shape == (2,)
     for b in range(2):
         ref = skimage_loss(pred[b, 0].numpy(), target[b, 0].numpy(), 16, 20, reduce)
@@ -55,7 +55,9 @@ def test_glcm_loss_matches_skimage_in_the_hard_limit(window_reduction, reduce):
 def test_identical_images_give_zero_and_reductions():
     target = rand(3, 1, 40, 40, seed=3)
     assert GLCMLoss()(target.clone(), target).item() == 0.0
-    assert GLCMLoss()(target.expand(3, 3, 40, 40).clone(), target).abs().item() < 1e-3  # gray RGB (luma sum rounds to 1)
+    assert (
+        GLCMLoss()(target.expand(3, 3, 40, 40).clone(), target).abs().item() < 1e-3
+    )  # gray RGB (luma sum rounds to 1)
     pred = rand(3, 3, 40, 40, seed=4)
     none = GLCMLoss(reduction="none")(pred, target)
     assert none.shape == (3,) and (none > 0).all()
@@ -71,7 +73,12 @@ def test_luma_matches_pil_bt601():
     assert np.abs(gray[0, 0].numpy() * 255.0 - pil_gray).max() <= 1.0  # PIL rounds to uint8
     loss = GLCMLoss()
     target = rand(1, 1, 40, 40, seed=6)
-    torch.testing.assert_close(loss(rgb.float() / 255.0, target), loss(torch.from_numpy(pil_gray / 255.0)[None, None], target), atol=0.05, rtol=0.05)
+    torch.testing.assert_close(
+        loss(rgb.float() / 255.0, target),
+        loss(torch.from_numpy(pil_gray / 255.0)[None, None], target),
+        atol=0.05,
+        rtol=0.05,
+    )
 
 
 def test_gradients_flow_into_pred_only():

@@ -22,8 +22,13 @@ def result_dirs(tmp_path_factory):
         out = tmp_path_factory.mktemp(variant)
         engine = Engine(lambda e, b: None)
         AdversarialRobustnessHandler(
-            net, attacks={"FGSM": {}, "PGD": {"steps": 3}}, eps=(2 / 255, 4 / 255, 8 / 255), output_dir=out,
-            variant=variant, check_eps=None, progress=False,
+            net,
+            attacks={"FGSM": {}, "PGD": {"steps": 3}},
+            eps=(2 / 255, 4 / 255, 8 / 255),
+            output_dir=out,
+            variant=variant,
+            check_eps=None,
+            progress=False,
         ).attach(engine)
         engine.run([(x, y)])
         dirs[variant] = out

@@ -15,7 +15,14 @@ from test_attacks import synthetic_data, trained_tiny_net
 
 from monai_assim.attacks import APGDMargin, build_attack, margin_loss, parse_attacks, run_attack
 from monai_assim.handlers import AdversarialRobustnessHandler, robustness_metric_names
-from monai_assim.networks import AssimilationNet, ColorModule, TextureModule, clamp_out_of_range, straight_through_clamps, unit_clamp
+from monai_assim.networks import (
+    AssimilationNet,
+    ColorModule,
+    TextureModule,
+    clamp_out_of_range,
+    straight_through_clamps,
+    unit_clamp,
+)
 from monai_assim.robustness_results import PER_IMAGE_COLUMNS, load_per_image_rows, worst_case_correct
 
 BATCH = 16
@@ -34,8 +41,10 @@ def _run(handler, loader) -> Engine:
 
 
 def _per_image(rows, attack, eps_255, role):
-    sel = sorted((r for r in rows if (r["attack"], r["eps_255"], r["role"]) == (attack, eps_255, role)),
-                 key=lambda r: r["sample"])
+    sel = sorted(
+        (r for r in rows if (r["attack"], r["eps_255"], r["role"]) == (attack, eps_255, role)),
+        key=lambda r: r["sample"],
+    )
     return torch.tensor([r["correct"] for r in sel], dtype=torch.bool)
 
 
@@ -108,11 +117,15 @@ def test_worst_case_off_by_default_keeps_the_summary_rows():
 def test_per_image_names_from_metatensor_meta_in_a_monai_evaluator(tmp_path):
     net = trained_tiny_net()
     x, y = synthetic_data(12, seed=5)
-    items = [{"image": MetaTensor(x[i], meta={"filename_or_obj": f"/data/img{i}.png"}), "label": y[i]} for i in range(12)]
-    handler = AdversarialRobustnessHandler(attacks={"FGSM": {}}, eps=(4 / 255,), output_dir=tmp_path,
-                                           check_eps=None, progress=False)
-    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=DataLoader(items, batch_size=5),
-                                    network=net, val_handlers=[handler])
+    items = [
+        {"image": MetaTensor(x[i], meta={"filename_or_obj": f"/data/img{i}.png"}), "label": y[i]} for i in range(12)
+    ]
+    handler = AdversarialRobustnessHandler(
+        attacks={"FGSM": {}}, eps=(4 / 255,), output_dir=tmp_path, check_eps=None, progress=False
+    )
+    evaluator = SupervisedEvaluator(
+        device=torch.device("cpu"), val_data_loader=DataLoader(items, batch_size=5), network=net, val_handlers=[handler]
+    )
     evaluator.run()
     rows = load_per_image_rows(tmp_path / "robustness_per_image.csv")
     clean = [r for r in rows if r["attack"] == "clean"]
@@ -121,8 +134,9 @@ def test_per_image_names_from_metatensor_meta_in_a_monai_evaluator(tmp_path):
     with torch.no_grad():
         assert [bool(r["correct"]) for r in clean] == (net(x).argmax(1) == y).tolist()
     # tuple batches carry no meta: empty names
-    handler2 = AdversarialRobustnessHandler(net, attacks={"FGSM": {}}, eps=(4 / 255,), output_dir=tmp_path / "t",
-                                            check_eps=None, progress=False)
+    handler2 = AdversarialRobustnessHandler(
+        net, attacks={"FGSM": {}}, eps=(4 / 255,), output_dir=tmp_path / "t", check_eps=None, progress=False
+    )
     _run(handler2, [(x, y)])
     assert {r["image"] for r in load_per_image_rows(tmp_path / "t" / "robustness_per_image.csv")} == {""}
 
@@ -146,7 +160,9 @@ def test_metrics_reach_handlers_listed_before_it(tmp_path):
     seen = {}
     adv = AdversarialRobustnessHandler(attacks={"FGSM": {}}, eps=(2 / 255,), check_eps=None, progress=False)
     evaluator = SupervisedEvaluator(
-        device=torch.device("cpu"), val_data_loader=data, network=net,
+        device=torch.device("cpu"),
+        val_data_loader=data,
+        network=net,
         val_handlers=[MetricsSaver(save_dir=tmp_path, metrics="*", metric_details=None), adv],
     )
     evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.update(e.state.metrics))
@@ -230,7 +246,10 @@ class TinyAssim(torch.nn.Module):
         super().__init__()
         self.texture, self.color = TextureModule(), ColorModule()
         self.head = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(),
+            torch.nn.Conv2d(3, 4, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(2),
+            torch.nn.Flatten(),
             torch.nn.Linear(16, 2),
         )
 
@@ -301,8 +320,15 @@ def test_structure_checks_in_the_handler(tmp_path):
     eps, seed = (2 / 255, 4 / 255), 5
     strong = {"loss": "ce", "steps": 3, "n_restarts": 2}
     handler = AdversarialRobustnessHandler(
-        net, attacks={"PGD": {"steps": 2}, "Square": {"n_queries": 5}}, eps=eps, seed=seed, output_dir=tmp_path,
-        check_eps=None, progress=False, structure_checks=True, structure_check_kwargs=strong,
+        net,
+        attacks={"PGD": {"steps": 2}, "Square": {"n_queries": 5}},
+        eps=eps,
+        seed=seed,
+        output_dir=tmp_path,
+        check_eps=None,
+        progress=False,
+        structure_checks=True,
+        structure_check_kwargs=strong,
     )
     m = _run(handler, [(x, y)]).state.metrics
     assert list(m)[:-2] == robustness_metric_names(["PGD", "Square"], eps, check_eps=None, structure_checks=True)
@@ -310,7 +336,7 @@ def test_structure_checks_in_the_handler(tmp_path):
     differs = False
     for e in eps:
         k = round(e * 255, 4)
-        pgd = lambda: torchattacks.PGD(net, eps=e, alpha=2.5 * e / 2, steps=2, random_start=True)  # noqa: E731
+        pgd = lambda e=e: torchattacks.PGD(net, eps=e, alpha=2.5 * e / 2, steps=2, random_start=True)  # noqa: E731
         torch.manual_seed(seed)
         with straight_through_clamps(net):
             bpda = pgd()(x, y)
@@ -326,8 +352,10 @@ def test_structure_checks_in_the_handler(tmp_path):
         assert m[f"adv_check_bpda_PGD_eps{k:g}_acc"] == acc["bpda"].float().mean().item()
         assert m[f"adv_check_apgd_strong_eps{k:g}_acc"] == acc["apgd"].float().mean().item()
         differs |= not torch.equal(acc["bpda"], acc["plain"])  # the straight-through gradient changes the attack
-        every = [_per_image(rows, a, k, r) for a, r in
-                 (("PGD", "attack"), ("Square", "attack"), ("PGD", "check_bpda"), ("APGD", "check_apgd_strong"))]
+        every = [
+            _per_image(rows, a, k, r)
+            for a, r in (("PGD", "attack"), ("Square", "attack"), ("PGD", "check_bpda"), ("APGD", "check_apgd_strong"))
+        ]
         assert torch.equal(_per_image(rows, "worst", k, "check_worst"), worst_case_correct(every))
         assert m[f"adv_check_worst_eps{k:g}_acc"] == worst_case_correct(every).float().mean().item()
     assert differs
@@ -341,7 +369,12 @@ def test_structure_checks_on_a_vanilla_net_reuse_the_plain_attack():
     net = trained_tiny_net()  # no clamps
     x, y = synthetic_data(8, seed=3)
     handler = AdversarialRobustnessHandler(
-        net, attacks={"PGD": {"steps": 2}}, eps=(8 / 255,), check_eps=None, progress=False, structure_checks=True,
+        net,
+        attacks={"PGD": {"steps": 2}},
+        eps=(8 / 255,),
+        check_eps=None,
+        progress=False,
+        structure_checks=True,
         structure_check_kwargs={"steps": 2},
     )
     m = _run(handler, [(x, y)]).state.metrics

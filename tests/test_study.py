@@ -18,10 +18,35 @@ def study_dir(tmp_path_factory):
     attacks = {"FGSM": {}, "PGD": {"steps": 2}, "Square": {"n_queries": 3}}
     rc = main(
         [
-            "--bundle", "chest_xray", "--output_dir", str(out), "--backbone", "mobilenet_v2",
-            "--pretrained", "none", "--image_size", "32", "--epochs", "1", "--batch_size", "4",
-            "--train_per_class", "4", "--val_per_class", "2", "--test_per_class", "3",
-            "--attacks", json.dumps(attacks), "--eps_255", "2,8", "--attack_eps_255", '{"Square": [8]}', "--n_examples", "2", "--prune",
+            "--bundle",
+            "chest_xray",
+            "--output_dir",
+            str(out),
+            "--backbone",
+            "mobilenet_v2",
+            "--pretrained",
+            "none",
+            "--image_size",
+            "32",
+            "--epochs",
+            "1",
+            "--batch_size",
+            "4",
+            "--train_per_class",
+            "4",
+            "--val_per_class",
+            "2",
+            "--test_per_class",
+            "3",
+            "--attacks",
+            json.dumps(attacks),
+            "--eps_255",
+            "2,8",
+            "--attack_eps_255",
+            '{"Square": [8]}',
+            "--n_examples",
+            "2",
+            "--prune",
         ]
     )
     assert rc == 0
@@ -77,8 +102,10 @@ def test_study_table_equals_result_files(study_dir):
 
 
 def test_compare_results_checks_runs():
-    a = [{"attack": "clean", "eps": 0.0, "role": "clean", "n": 4, "accuracy": 1.0, "success_rate": 0.0},
-         {"attack": "PGD", "eps": 2 / 255, "role": "attack", "n": 4, "accuracy": 0.5, "success_rate": 0.5}]
+    a = [
+        {"attack": "clean", "eps": 0.0, "role": "clean", "n": 4, "accuracy": 1.0, "success_rate": 0.0},
+        {"attack": "PGD", "eps": 2 / 255, "role": "attack", "n": 4, "accuracy": 0.5, "success_rate": 0.5},
+    ]
     b = [dict(r, accuracy=r["accuracy"] / 2) for r in a]
     rows = compare_results({"vanilla": a, "assimilated": b})
     assert [r["delta_accuracy"] for r in rows] == [-0.5, -0.25]

@@ -17,14 +17,18 @@ from monai_assim.study import ARMS, DEFAULT_ARMS, RUNS, main
 
 
 def _rows(clean, pgd, n=4):
-    return [{"attack": "clean", "eps": 0.0, "role": "clean", "n": n, "accuracy": clean},
-            {"attack": "PGD", "eps": 2 / 255, "role": "attack", "n": n, "accuracy": pgd}]
+    return [
+        {"attack": "clean", "eps": 0.0, "role": "clean", "n": n, "accuracy": clean},
+        {"attack": "PGD", "eps": 2 / 255, "role": "attack", "n": n, "accuracy": pgd},
+    ]
 
 
 def test_aggregate_over_seeds_by_hand():
-    results = {0: {"vanilla": _rows(1.0, 0.25), "assimilated": _rows(0.75, 0.5)},
-               1: {"vanilla": _rows(0.5, 0.0), "assimilated": _rows(0.75, 0.25)},
-               2: {"vanilla": _rows(0.75, 0.5), "assimilated": _rows(1.0, 0.0)}}
+    results = {
+        0: {"vanilla": _rows(1.0, 0.25), "assimilated": _rows(0.75, 0.5)},
+        1: {"vanilla": _rows(0.5, 0.0), "assimilated": _rows(0.75, 0.25)},
+        2: {"vanilla": _rows(0.75, 0.5), "assimilated": _rows(1.0, 0.0)},
+    }
     rows = {(r["arm"], r["attack"], r["eps_255"]): r for r in aggregate_over_seeds(results)}
     v = rows[("vanilla", "clean", 0.0)]
     assert (v["n_seeds"], v["mean"], v["min"], v["max"]) == (3, 0.75, 0.5, 1.0)
@@ -41,8 +45,17 @@ def _write_per_image(path, correct):
         w.writeheader()
         for (attack, eps), flags in correct.items():
             for i, c in enumerate(flags):
-                w.writerow({"sample": i, "image": f"/data/img{i}.png", "label": i % 2, "attack": attack, "eps_255": eps,
-                            "role": "clean" if attack == "clean" else "attack", "correct": int(c)})
+                w.writerow(
+                    {
+                        "sample": i,
+                        "image": f"/data/img{i}.png",
+                        "label": i % 2,
+                        "attack": attack,
+                        "eps_255": eps,
+                        "role": "clean" if attack == "clean" else "attack",
+                        "correct": int(c),
+                    }
+                )
 
 
 def test_paired_flips_by_hand(tmp_path):
@@ -58,7 +71,13 @@ def test_paired_flips_by_hand(tmp_path):
     rows = {(r["seed"], r["attack"]): r for r in paired_flips(per_image)}
     r = rows[(0, "PGD")]
     # image 0 and 5: right -> wrong; images 2, 3: wrong -> right; 1 both right; 4 both wrong
-    assert (r["n"], r["both_right"], r["ref_right_arm_wrong"], r["ref_wrong_arm_right"], r["both_wrong"]) == (6, 1, 2, 2, 1)
+    assert (r["n"], r["both_right"], r["ref_right_arm_wrong"], r["ref_wrong_arm_right"], r["both_wrong"]) == (
+        6,
+        1,
+        2,
+        2,
+        1,
+    )
     assert r["net_gain"] == 0 and r["p_mcnemar"] == 1.0
     c = rows[(0, "clean")]
     assert (c["ref_right_arm_wrong"], c["ref_wrong_arm_right"]) == (0, 1)
@@ -82,10 +101,41 @@ def test_arms_keep_the_default_runs():
         main(["--arms", "nonsense"])
 
 
-TINY = ["--bundle", "chest_xray", "--backbone", "mobilenet_v2", "--pretrained", "none", "--image_size", "32",
-        "--epochs", "1", "--batch_size", "4", "--train_per_class", "4", "--val_per_class", "2", "--test_per_class", "2",
-        "--attacks", json.dumps({"FGSM": {}}), "--eps_255", "8", "--check_eps_255", "0", "--n_examples", "0",
-        "--arms", "vanilla", "assimilated", "--movement_images", "2", "--assimilation_lr", "0.01"]
+TINY = [
+    "--bundle",
+    "chest_xray",
+    "--backbone",
+    "mobilenet_v2",
+    "--pretrained",
+    "none",
+    "--image_size",
+    "32",
+    "--epochs",
+    "1",
+    "--batch_size",
+    "4",
+    "--train_per_class",
+    "4",
+    "--val_per_class",
+    "2",
+    "--test_per_class",
+    "2",
+    "--attacks",
+    json.dumps({"FGSM": {}}),
+    "--eps_255",
+    "8",
+    "--check_eps_255",
+    "0",
+    "--n_examples",
+    "0",
+    "--arms",
+    "vanilla",
+    "assimilated",
+    "--movement_images",
+    "2",
+    "--assimilation_lr",
+    "0.01",
+]
 
 
 @pytest.mark.slow
@@ -93,7 +143,9 @@ def test_two_seeds_two_jobs_aggregate_and_resume(tmp_path):
     out = tmp_path / "study"
     assert main([*TINY, "--output_dir", str(out), "--seeds", "0", "1", "--jobs", "2"]) == 0
     doc = json.loads((out / "study.json").read_text())
-    assert doc["seeds"] == [0, 1] and set(doc["runs"]) == {f"seed{s}/{a}" for s in (0, 1) for a in ("vanilla", "assimilated")}
+    assert doc["seeds"] == [0, 1] and set(doc["runs"]) == {
+        f"seed{s}/{a}" for s in (0, 1) for a in ("vanilla", "assimilated")
+    }
     assert doc["runs"]["seed1/assimilated"]["settings"]["assimilation_lr"] == 0.01
     # the seed changes the split: the two seeds' test lists differ
     tests = [(out / "runs" / f"seed{s}" / "vanilla" / "datalists" / "test.csv").read_text() for s in (0, 1)]
@@ -107,7 +159,11 @@ def test_two_seeds_two_jobs_aggregate_and_resume(tmp_path):
         for s in (0, 1):
             with open(out / "runs" / f"seed{s}" / r["arm"] / "eval" / "robustness.csv") as f:
                 rows = list(csv.DictReader(f))
-            accs += [float(x["accuracy"]) for x in rows if x["attack"] == r["attack"] and round(float(x["eps"]) * 255, 4) == float(r["eps_255"])]
+            accs += [
+                float(x["accuracy"])
+                for x in rows
+                if x["attack"] == r["attack"] and round(float(x["eps"]) * 255, 4) == float(r["eps_255"])
+            ]
         assert float(r["mean"]) == pytest.approx(sum(accs) / 2)
     assert "FGSM" in (out / "aggregate.md").read_text() and (out / "runs" / "seed1" / "comparison.md").is_file()
     assert set(doc["assimilation_movement"]) == {"assimilated"}
@@ -116,18 +172,38 @@ def test_two_seeds_two_jobs_aggregate_and_resume(tmp_path):
     # resume: every job is skipped; per-image files found on the re-run give the paired table
     for s in (0, 1):
         for arm in ("vanilla", "assimilated"):
-            images = [d["image"] for d in json.loads((out / "runs" / f"seed{s}" / arm / "datalists" / "splits.json").read_text())["test"]]
+            images = [
+                d["image"]
+                for d in json.loads((out / "runs" / f"seed{s}" / arm / "datalists" / "splits.json").read_text())["test"]
+            ]
             with open(out / "runs" / f"seed{s}" / arm / "eval" / "robustness_per_image.csv", "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=PER_IMAGE_COLUMNS)
                 w.writeheader()
                 for i, im in enumerate(images):
-                    w.writerow({"sample": i, "image": im, "label": 0, "attack": "FGSM", "eps_255": 8.0, "role": "attack",
-                                "correct": int(arm == "assimilated" or i == 0)})
+                    w.writerow(
+                        {
+                            "sample": i,
+                            "image": im,
+                            "label": 0,
+                            "attack": "FGSM",
+                            "eps_255": 8.0,
+                            "role": "attack",
+                            "correct": int(arm == "assimilated" or i == 0),
+                        }
+                    )
     assert main([*TINY, "--output_dir", str(out), "--seeds", "0", "1"]) == 0
     doc = json.loads((out / "study.json").read_text())
-    assert all(doc["timings_s"][f"seed{s}/{a}"]["skipped"] == ["train", "evaluate"] for s in (0, 1) for a in ("vanilla", "assimilated"))
+    assert all(
+        doc["timings_s"][f"seed{s}/{a}"]["skipped"] == ["train", "evaluate"]
+        for s in (0, 1)
+        for a in ("vanilla", "assimilated")
+    )
     pooled = doc["paired"]["pooled"]
-    assert len(pooled) == 1 and pooled[0]["ref_wrong_arm_right"] == 2 * (len(images) - 1) and pooled[0]["ref_right_arm_wrong"] == 0
+    assert (
+        len(pooled) == 1
+        and pooled[0]["ref_wrong_arm_right"] == 2 * (len(images) - 1)
+        and pooled[0]["ref_right_arm_wrong"] == 0
+    )
     assert (out / "paired.md").is_file()
 
 
@@ -140,8 +216,17 @@ def test_per_image_paths_pair_across_data_copies(tmp_path):
             w = csv.DictWriter(f, fieldnames=PER_IMAGE_COLUMNS)
             w.writeheader()
             for i in range(3):
-                w.writerow({"sample": i, "image": str(root / "test" / f"{i}.png"), "label": 0, "attack": "PGD",
-                            "eps_255": 4, "role": "attack", "correct": right})
+                w.writerow(
+                    {
+                        "sample": i,
+                        "image": str(root / "test" / f"{i}.png"),
+                        "label": 0,
+                        "attack": "PGD",
+                        "eps_255": 4,
+                        "role": "attack",
+                        "correct": right,
+                    }
+                )
         per_image[0][arm] = read_per_image(tmp_path / f"{arm}.csv", root)
     (row, _pooled) = paired_flips(per_image)
     assert (row["n"], row["ref_right_arm_wrong"], row["eps_255"]) == (3, 3, 4.0)

@@ -63,8 +63,10 @@ def checkpoint_path(output_dir: str | os.PathLike, checkpoint: str = "best") -> 
     output_dir = Path(output_dir)
     path = output_dir / "checkpoints" / f"{checkpoint}.pt" if checkpoint in ("best", "last") else Path(checkpoint)
     if not path.is_file():
-        raise _no_run(output_dir, path) if checkpoint in ("best", "last") else FileNotFoundError(
-            f"checkpoint {path} not found."
+        raise (
+            _no_run(output_dir, path)
+            if checkpoint in ("best", "last")
+            else FileNotFoundError(f"checkpoint {path} not found.")
         )
     return str(path)
 

@@ -204,7 +204,9 @@ class RunSetup:
         self.resume = bool(resume)
         self.check_images = bool(check_images)
         self.demo_defaults = dict(demo_defaults or {})
-        self.settings = self._resolve(settings or {}, self.demo_defaults if self.demo else dict(real_data_defaults or {}))
+        self.settings = self._resolve(
+            settings or {}, self.demo_defaults if self.demo else dict(real_data_defaults or {})
+        )
         self.dataset_dir = self.output_dir / "demo_data" if found is None else found.resolve()
         self.ckpt_dir = self.output_dir / "checkpoints"
         self.resumed_from_epoch: int | None = self._check_resume() if self.resume else None
@@ -231,7 +233,9 @@ class RunSetup:
             out[key] = _positive_int(key, out[key])
         caps = out["max_per_class"]
         if isinstance(caps, Mapping):  # per split, e.g. {"train": 300, "validation": 50, "test": 100}
-            out["max_per_class"] = {k: _positive_int(f"max_per_class[{k!r}]", v, allow_none=True) for k, v in caps.items()}
+            out["max_per_class"] = {
+                k: _positive_int(f"max_per_class[{k!r}]", v, allow_none=True) for k, v in caps.items()
+            }
         else:
             out["max_per_class"] = _positive_int("max_per_class", caps, allow_none=True)
         if isinstance(out["num_workers"], bool) or not isinstance(out["num_workers"], int) or out["num_workers"] < 0:
@@ -395,4 +399,6 @@ class RunSetup:
             best_metric_name=getattr(best_saver, "key_metric_name", None),
         )
         if self.demo:
-            logger.warning(f"DEMO DATA: this run trained on the synthetic demo set; see {self.output_dir / DEMO_NOTICE_FILE}")
+            logger.warning(
+                f"DEMO DATA: this run trained on the synthetic demo set; see {self.output_dir / DEMO_NOTICE_FILE}"
+            )

@@ -136,9 +136,7 @@ def discover_images(
             if not pool_dir.is_dir():
                 if folder in layout.optional_folders:
                     continue
-                raise ValueError(
-                    f"missing split folder {pool_dir}; expected {layout.expected_layout()}."
-                )
+                raise ValueError(f"missing split folder {pool_dir}; expected {layout.expected_layout()}.")
             for name in layout.classes:
                 class_dir = _class_folder(pool_dir, name, layout)
                 if class_dir is None:
@@ -147,7 +145,8 @@ def discover_images(
                         f"{', '.join(layout.classes)} in {pool_dir} ({layout.expected_layout()})."
                     )
                 files = sorted(
-                    p for p in class_dir.iterdir()
+                    p
+                    for p in class_dir.iterdir()
                     if p.is_file() and not p.name.startswith(".") and _suffix(p) in IMAGE_SUFFIXES
                 )
                 images = [p for p in files if not is_mask(p, layout.mask_marker)]
@@ -322,4 +321,3 @@ def write_datalists(
         atomic_write_text(out / f"{split}.csv", buf.getvalue())
     atomic_write_text(out / "splits.json", json.dumps(doc, indent=1) + "\n")
     return out / "splits.json"
-

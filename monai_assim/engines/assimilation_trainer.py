@@ -9,8 +9,7 @@ import torch
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.engines.workflow import Workflow
-from monai.utils.enums import CommonKeys as Keys
-from monai.utils.enums import StrEnum
+from monai.utils.enums import CommonKeys as Keys, StrEnum
 
 from monai_assim.engines.adversarial_training import AT_LOG_KEYS, AdversarialTraining
 from monai_assim.losses.assimilation_loss import AssimilationLoss

@@ -551,9 +551,19 @@ class AdversarialRobustnessHandler:
 
         all_rows = [
             dict(
-                attack="clean", eps=0.0, eps_255=0.0, role="clean", n=n, n_clean_correct=clean_correct,
-                n_correct=clean_correct, accuracy=ratio(clean_correct, n), n_success=0,
-                success_rate=ratio(0, clean_correct), seconds=seconds[0], variant=variant, seed=self.seed,
+                attack="clean",
+                eps=0.0,
+                eps_255=0.0,
+                role="clean",
+                n=n,
+                n_clean_correct=clean_correct,
+                n_correct=clean_correct,
+                accuracy=ratio(clean_correct, n),
+                n_success=0,
+                success_rate=ratio(0, clean_correct),
+                seconds=seconds[0],
+                variant=variant,
+                seed=self.seed,
                 epoch=epoch,
             )
         ]
@@ -561,10 +571,20 @@ class AdversarialRobustnessHandler:
             n_correct, n_success = int(counts[2 + 2 * i]), int(counts[3 + 2 * i])
             all_rows.append(
                 dict(
-                    attack=name, eps=e, eps_255=round(e * 255, 4), role=role, n=n, n_clean_correct=clean_correct,
-                    n_correct=n_correct, accuracy=ratio(n_correct, n), n_success=n_success,
-                    success_rate=ratio(n_success, clean_correct), seconds=seconds[1 + i], variant=variant,
-                    seed=self.seed, epoch=epoch,
+                    attack=name,
+                    eps=e,
+                    eps_255=round(e * 255, 4),
+                    role=role,
+                    n=n,
+                    n_clean_correct=clean_correct,
+                    n_correct=n_correct,
+                    accuracy=ratio(n_correct, n),
+                    n_success=n_success,
+                    success_rate=ratio(n_success, clean_correct),
+                    seconds=seconds[1 + i],
+                    variant=variant,
+                    seed=self.seed,
+                    epoch=epoch,
                 )
             )
         seconds_of = {(r["role"], r["attack"], r["eps"]): r["seconds"] for r in all_rows}
@@ -600,9 +620,7 @@ class AdversarialRobustnessHandler:
             (self.logger.warning if "possible gradient masking" in line else self.logger.info)(line)
         if self.output_dir is not None and idist.get_rank() == self.save_rank:
             self._write(rows)
-            results = [
-                (k[1], round(k[2] * 255, 4), k[0], correct[:, j]) for j, k in enumerate(self._correct)
-            ]
+            results = [(k[1], round(k[2] * 255, 4), k[0], correct[:, j]) for j, k in enumerate(self._correct)]
             write_per_image(per_image_path(self.output_dir, self.file_prefix), names, labels, results)
 
     def _honesty_report(self, rows: list[dict[str, Any]]) -> tuple[list[str], bool]:
@@ -621,7 +639,9 @@ class AdversarialRobustnessHandler:
                     "budget should drive it near 0."
                 )
             else:
-                report.append(f"check passed: PGD at eps={eps_tag(r['eps'])}/255 drives accuracy to {r['accuracy']:.4f}.")
+                report.append(
+                    f"check passed: PGD at eps={eps_tag(r['eps'])}/255 drives accuracy to {r['accuracy']:.4f}."
+                )
         else:
             report.append("PGD large-eps check not run (check_eps=None).")
         grid = [r for r in rows if r["role"] == "attack"]

@@ -77,7 +77,9 @@ def assimilation_distances(
       batch.
     """
     if x.ndim != 4 or x.shape[1] != 1 or rgb.ndim != 4 or rgb.shape[0] != x.shape[0] or rgb.shape[2:] != x.shape[2:]:
-        raise ValueError(f"expected rgb (B, 3, H, W) and x (B, 1, H, W) of one size, got {tuple(rgb.shape)}, {tuple(x.shape)}.")
+        raise ValueError(
+            f"expected rgb (B, 3, H, W) and x (B, 1, H, W) of one size, got {tuple(rgb.shape)}, {tuple(x.shape)}."
+        )
     rgb, x = rgb.float(), x.float()
     g = grey(rgb)
     m = grey_level_map(x, g, bins)

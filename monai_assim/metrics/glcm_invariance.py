@@ -62,4 +62,3 @@ def glcm_invariance(
         row["grey_shift"] = float((y - x).abs().mean())
         out[name] = row
     return out
-

@@ -18,7 +18,7 @@ def _own_name(name: str) -> str:
         stripped = False
         for prefix in _WRAPPER_PREFIXES:
             if name.startswith(prefix):
-                name, stripped = name[len(prefix):], True
+                name, stripped = name[len(prefix) :], True
     return name
 
 
@@ -51,6 +51,11 @@ def param_groups(network: nn.Module, lr: float, assimilation_lr: float | None = 
         (assimilation if _own_name(name).startswith(ASSIMILATION_PREFIXES) else backbone).append(param)
     groups = [{"name": "backbone", "params": backbone, "lr": float(lr)}]
     if assimilation:
-        groups.append({"name": "assimilation", "params": assimilation,
-                       "lr": float(lr if assimilation_lr is None else assimilation_lr)})
+        groups.append(
+            {
+                "name": "assimilation",
+                "params": assimilation,
+                "lr": float(lr if assimilation_lr is None else assimilation_lr),
+            }
+        )
     return groups

@@ -59,7 +59,7 @@ def load_assimilation_modules(
     modules = nn.Sequential(TextureModule(**dict(texture_kwargs or {})), ColorModule(**dict(color_kwargs or {})))
     parts = {}
     for index, prefix in enumerate(("texture.", "color.")):
-        parts.update({f"{index}.{k[len(prefix):]}": v for k, v in state.items() if k.startswith(prefix)})
+        parts.update({f"{index}.{k[len(prefix) :]}": v for k, v in state.items() if k.startswith(prefix)})
     if not parts:
         raise ValueError(
             f"{path!r} holds no 'texture.*' / 'color.*' weights: not an assimilated AssimilationNet "
@@ -121,11 +121,7 @@ class Assimilate(Transform):
             module = network
         elif isinstance(network, (str, os.PathLike)):
             module = load_assimilation_modules(network, texture_kwargs, color_kwargs)
-        elif (
-            isinstance(network, Sequence)
-            and len(network) == 2
-            and all(isinstance(m, nn.Module) for m in network)
-        ):
+        elif isinstance(network, Sequence) and len(network) == 2 and all(isinstance(m, nn.Module) for m in network):
             module = nn.Sequential(*network)
         else:
             raise TypeError(

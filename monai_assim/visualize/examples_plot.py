@@ -52,8 +52,9 @@ def plot_examples(
             device = param.device if param is not None else images.device
             rows.append((name, _assimilate(net, images.to(device)).float().cpu().clamp(0, 1)))
     n = images.shape[0]
-    fig, axes = plt.subplots(len(rows), n, figsize=(2.2 * n + 1.0, 2.3 * len(rows) + (0.4 if title else 0)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), n, figsize=(2.2 * n + 1.0, 2.3 * len(rows) + (0.4 if title else 0)), squeeze=False
+    )
     for i, (name, batch) in enumerate(rows):
         for j in range(n):
             ax = axes[i][j]

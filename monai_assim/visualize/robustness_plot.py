@@ -10,6 +10,7 @@ from monai_assim.robustness_results import WORST, load_robustness_rows
 
 __all__ = ["load_robustness_rows", "plot_robustness"]
 
+
 def _curves(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
     """attack -> sorted (eps * 255, accuracy), starting from the clean accuracy at eps 0; the worst case
     over attacks (role ``worst``) as the curve ``"worst"``."""
@@ -78,7 +79,9 @@ def plot_robustness(
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(True, alpha=0.3)
-    ax.set_title(title or ("vanilla (dashed) vs assimilated (solid)" if vanilla is not None else "accuracy under attack"))
+    ax.set_title(
+        title or ("vanilla (dashed) vs assimilated (solid)" if vanilla is not None else "accuracy under attack")
+    )
     ax.legend(fontsize=8, ncol=2 if vanilla is not None else 1)
     fig.tight_layout()
     output_path = os.fspath(output_path)
