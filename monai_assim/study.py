@@ -530,7 +530,7 @@ def run_study(
     at_steps: int | None = None,
     trades_beta: float | None = None,
     movement_images: int = 16,
-    worst_case: bool = True,
+    worst_case: bool = False,
     structure_checks: Sequence[str] = (),
     structure_check_seeds: Sequence[int] | None = None,
     structure_check_kwargs: Mapping[str, Any] | None = None,
@@ -873,7 +873,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--at_steps", type=int, default=None, help="adversarial-training steps, forwarded likewise")
     p.add_argument("--trades_beta", type=float, default=None, help="TRADES beta, forwarded likewise")
-    p.add_argument("--no_worst_case", action="store_true", help="leave the per-image worst case out of the tables")
+    p.add_argument(
+        "--worst_case", action="store_true", help="add the per-image worst case over attacks, per eps, to the tables"
+    )
     p.add_argument(
         "--structure_checks",
         nargs="+",
@@ -937,7 +939,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         at_steps=a.at_steps,
         trades_beta=a.trades_beta,
         movement_images=a.movement_images,
-        worst_case=not a.no_worst_case,
+        worst_case=a.worst_case,
         structure_checks=a.structure_checks,
         structure_check_seeds=a.structure_check_seeds,
         structure_check_kwargs=json.loads(a.structure_check_kwargs) if a.structure_check_kwargs else None,

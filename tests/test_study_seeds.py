@@ -230,3 +230,35 @@ def test_per_image_paths_pair_across_data_copies(tmp_path):
         per_image[0][arm] = read_per_image(tmp_path / f"{arm}.csv", root)
     (row, _pooled) = paired_flips(per_image)
     assert (row["n"], row["ref_right_arm_wrong"], row["eps_255"]) == (3, 3, 4.0)
+
+
+def test_worst_case_and_structure_checks_reach_the_chosen_evaluations(monkeypatch, tmp_path):
+    """--worst_case goes to every evaluation; --structure_checks only to the named arms on the named seeds."""
+    import monai_assim.study as study
+
+    specs = []
+
+    class _Stop(Exception):
+        pass
+
+    def fake_run_job(spec):
+        specs.append(spec)
+        if len(specs) == 4:
+            raise _Stop
+        return {}
+
+    monkeypatch.setattr(study, "run_job", fake_run_job)
+    args = ["--output_dir", str(tmp_path), "--seeds", "0", "1", "--arms", "vanilla", "assimilated"]
+    args += ["--worst_case", "--structure_checks", "assimilated", "--structure_check_seeds", "0"]
+    args += ["--structure_check_kwargs", '{"loss": "ce", "steps": 3, "n_restarts": 1}']
+    with pytest.raises(_Stop):
+        main(args)
+    checked = {(s["seed"], s["arm"]) for s in specs if s["eval_override"].get("structure_checks")}
+    assert checked == {(0, "assimilated")}
+    assert all(s["eval_override"]["worst_case"] is True for s in specs)
+    kwargs = [
+        s["eval_override"]["structure_check_kwargs"] for s in specs if (s["seed"], s["arm"]) == (0, "assimilated")
+    ]
+    assert kwargs == [{"loss": "ce", "steps": 3, "n_restarts": 1}]
+    with pytest.raises(ValueError, match="unknown arms"):
+        main(["--output_dir", str(tmp_path), "--structure_checks", "nonsense"])
