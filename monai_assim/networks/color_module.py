@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from monai_assim.networks.clamp import unit_clamp
-from monai_assim.networks.texture_module import _check_init
+from monai_assim.networks.residual import ClampedResidual, check_init
 
 __all__ = ["ColorModule", "RANDOM_INIT_STD"]
 
@@ -14,7 +13,7 @@ __all__ = ["ColorModule", "RANDOM_INIT_STD"]
 RANDOM_INIT_STD = 0.05
 
 
-class ColorModule(nn.Module):
+class ColorModule(ClampedResidual):
     r"""
     Learnable colour module ``C``: a grey image in, an RGB image out.
 
@@ -48,24 +47,13 @@ class ColorModule(nn.Module):
 
     def __init__(self, features: int = 16, init: str = "identity") -> None:
         super().__init__()
-        self.init = _check_init(init)
+        self.init = check_init(init)
         if features < 1:
             raise ValueError(f"features must be a positive integer, got {features}.")
         self.residual = nn.Sequential(nn.Linear(1, features), nn.ReLU(inplace=True), nn.Linear(features, 3))
-        last = self.residual[-1]
-        if self.init == "random":
-            nn.init.normal_(last.weight, 0.0, RANDOM_INIT_STD)
-        else:
-            nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        self._start(self.init, RANDOM_INIT_STD)
 
-    #: pass the clamp's gradient as the identity (BPDA check), see :func:`~monai_assim.networks.straight_through_clamps`
-    straight_through_clamp: bool = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_tracing() and (x.ndim != 4 or x.shape[1] != 1):
-            raise ValueError(f"ColorModule expects a (B, 1, H, W) grey image, got shape {tuple(x.shape)}.")
-        return unit_clamp(self.unclamped(x), self.straight_through_clamp)
+    label = "ColorModule"
 
     def unclamped(self, x: torch.Tensor) -> torch.Tensor:
         """The colour map before the clamp, ``(B, 1, H, W)`` -> ``(B, 3, H, W)`` (values may leave [0, 1])."""

@@ -5,23 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from monai_assim.networks.clamp import unit_clamp
+from monai_assim.networks.residual import INITS, ClampedResidual, check_init
 
 __all__ = ["TextureModule", "INITS", "RANDOM_INIT_STD"]
 
-#: start of T and C: ``"identity"`` (zero last layer) or ``"random"`` (small random last layer)
-INITS = ("identity", "random")
 #: std of the last convolution's weights with ``init="random"``
 RANDOM_INIT_STD = 0.02
 
 
-def _check_init(init: str) -> str:
-    if init not in INITS:
-        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}.")
-    return init
-
-
-class TextureModule(nn.Module):
+class TextureModule(ClampedResidual):
     r"""
     Learnable texture module ``T``: a grey image in, a re-textured grey image out.
 
@@ -61,7 +53,7 @@ class TextureModule(nn.Module):
 
     def __init__(self, features: int = 8, num_layers: int = 3, init: str = "identity") -> None:
         super().__init__()
-        self.init = _check_init(init)
+        self.init = check_init(init)
         if features < 1:
             raise ValueError(f"features must be a positive integer, got {features}.")
         if num_layers < 2:
@@ -73,20 +65,9 @@ class TextureModule(nn.Module):
             if i < num_layers - 1:
                 layers.append(nn.ReLU(inplace=True))
         self.residual = nn.Sequential(*layers)
-        last = self.residual[-1]
-        if self.init == "random":
-            nn.init.normal_(last.weight, 0.0, RANDOM_INIT_STD)
-        else:
-            nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        self._start(self.init, RANDOM_INIT_STD)
 
-    #: pass the clamp's gradient as the identity (BPDA check), see :func:`~monai_assim.networks.straight_through_clamps`
-    straight_through_clamp: bool = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_tracing() and (x.ndim != 4 or x.shape[1] != 1):
-            raise ValueError(f"TextureModule expects a (B, 1, H, W) grey image, got shape {tuple(x.shape)}.")
-        return unit_clamp(self.unclamped(x), self.straight_through_clamp)
+    label = "TextureModule"
 
     def unclamped(self, x: torch.Tensor) -> torch.Tensor:
         """:math:`x + f(x)` before the clamp (values may leave [0, 1])."""
