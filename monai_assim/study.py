@@ -700,6 +700,11 @@ def run_study(
             aggregate_table="aggregate.md",
             comparisons=[f"runs/seed{s}/comparison.md" for s in seed_list],
         )
+        if worst_case:
+            from monai_assim.visualize import plot_worst_case_by_arm
+
+            plot_worst_case_by_arm(aggregate, out / "worst_case.png", f"{bundle}, {backbone}: worst case over attacks")
+            files["worst_case_figure"] = "worst_case.png"
     paired = paired_flips(per_image) if per_image and "vanilla" in names else []
     if paired:
         write_paired(paired, out, f"{bundle}, {backbone}: paired comparison with vanilla")

@@ -73,3 +73,25 @@ def test_loaded_rows_accepted(tmp_path, result_dirs):
         assert im.format == "PNG"
     with pytest.raises(ValueError, match="no attack rows"):
         plot_robustness([r for r in rows if r["attack"] == "clean"], tmp_path / "empty.png")
+
+
+def test_plot_worst_case_by_arm(tmp_path):
+    """One line per arm from its clean and worst-case aggregate rows; no worst-case rows is an error."""
+    import matplotlib.image as mpimg
+    import pytest
+
+    from monai_assim.visualize import plot_worst_case_by_arm
+
+    def row(arm, attack, eps, role, mean):
+        return {"arm": arm, "attack": attack, "eps_255": eps, "role": role, "mean": mean, "min": mean, "max": mean}
+
+    rows = [row(a, "clean", 0.0, "clean", 0.9) for a in ("vanilla", "assimilated")]
+    rows += [row("vanilla", "worst", e, "worst", 0.0) for e in (1.0, 2.0)]
+    rows += [row("assimilated", "worst", e, "worst", m) for e, m in ((1.0, 0.5), (2.0, 0.2))]
+    rows += [row("vanilla", "PGD", 1.0, "attack", 0.3)]
+    path = plot_worst_case_by_arm(rows, tmp_path / "worst.png")
+    image = mpimg.imread(path)[..., :3]
+    coloured = (image.max(axis=-1) - image.min(axis=-1)) > 0.3  # the two tab10 lines, not grey axes or text
+    assert coloured.mean() > 0.002
+    with pytest.raises(ValueError, match="worst_case"):
+        plot_worst_case_by_arm([r for r in rows if r["attack"] != "worst"], tmp_path / "none.png")

@@ -8,7 +8,7 @@ from typing import Any
 
 from monai_assim.robustness_results import WORST, load_robustness_rows
 
-__all__ = ["load_robustness_rows", "plot_robustness"]
+__all__ = ["load_robustness_rows", "plot_robustness", "plot_worst_case_by_arm"]
 
 
 def _curves(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
@@ -83,6 +83,59 @@ def plot_robustness(
         title or ("vanilla (dashed) vs assimilated (solid)" if vanilla is not None else "accuracy under attack")
     )
     ax.legend(fontsize=8, ncol=2 if vanilla is not None else 1)
+    fig.tight_layout()
+    output_path = os.fspath(output_path)
+    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    fig.savefig(output_path, dpi=dpi, format="png")
+    plt.close(fig)
+    return output_path
+
+
+def plot_worst_case_by_arm(
+    rows: Sequence[Mapping[str, Any]], output_path: str | os.PathLike, title: str | None = None, dpi: int = 120
+) -> str:
+    """
+    Worst-case accuracy over attacks against eps, one line per study arm, and save a PNG.
+
+    ``rows`` are the study's aggregate rows (``arm``, ``attack``, ``eps_255``, ``role``, ``mean``, ``min``,
+    ``max``; :func:`monai_assim.stats.aggregate_over_seeds`): each arm's line starts at its clean accuracy
+    (eps 0) and follows its ``worst`` rows (role ``worst``), the mean over seeds, with the range over seeds
+    as a band where there are several. Vanilla arms are dashed.
+
+    Returns:
+        the PNG path.
+
+    Raises:
+        ValueError: when no arm has worst-case rows.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines: dict[str, list[tuple[float, float, float, float]]] = {}
+    for r in rows:
+        if (r["attack"], r["role"]) in (("clean", "clean"), (WORST, WORST)):
+            lines.setdefault(r["arm"], []).append(
+                (float(r["eps_255"]), float(r["mean"]), float(r["min"]), float(r["max"]))
+            )
+    lines = {arm: sorted(v) for arm, v in lines.items() if len(v) > 1}
+    if not lines:
+        raise ValueError("no worst-case rows to plot (run the study with --worst_case).")
+    colours = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for i, (arm, points) in enumerate(lines.items()):
+        e, mean, low, high = zip(*points)
+        style = "--s" if arm.startswith("vanilla") else "-o"
+        ax.plot(e, mean, style, color=colours(i % 10), label=arm, markersize=4)
+        if any(h > lo for lo, h in zip(low, high)):
+            ax.fill_between(e, low, high, color=colours(i % 10), alpha=0.12)
+    ax.set_xlabel(r"$\epsilon$ ($\times$1/255)")
+    ax.set_ylabel("worst-case accuracy over attacks")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title or "worst case over attacks, per arm")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     output_path = os.fspath(output_path)
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
