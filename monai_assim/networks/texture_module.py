@@ -33,7 +33,8 @@ class TextureModule(ClampedResidual):
     is kept small (``features=16``: 2,625 parameters, a measurably slower training step, see
     ``benchmarks/assimilation_overhead.py``).
 
-    The clip passes gradients for values inside [0, 1] (both ends included); a pixel pushed outside
+    The clip passes gradients for values strictly inside (0, 1) (torch.clamp gives 0 at exactly 0 and 1,
+    checked with torch 2.14); a pixel at an end or pushed outside
     gets no gradient through this pixel, the shared weights still move through the others.
 
     ``init="random"`` instead draws the last convolution's weights from
