@@ -75,14 +75,20 @@ def plot_robustness(
         if name in dashed:
             e, a = zip(*dashed[name])
             ax.plot(e, a, "--s", color=colour, label=f"{name} (vanilla)", markersize=4)
+    default_title = "vanilla (dashed) vs assimilated (solid)" if vanilla is not None else "accuracy under attack"
+    return _finish(fig, ax, "accuracy", title or default_title, output_path, dpi, ncol=2 if vanilla is not None else 1)
+
+
+def _finish(fig: Any, ax: Any, ylabel: str, title: str, output_path: str | os.PathLike, dpi: int, ncol: int = 1) -> str:
+    """Axes (eps in 1/255 against accuracy on [0, 1]), title and legend; save the PNG and close the figure."""
+    import matplotlib.pyplot as plt
+
     ax.set_xlabel(r"$\epsilon$ ($\times$1/255)")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(True, alpha=0.3)
-    ax.set_title(
-        title or ("vanilla (dashed) vs assimilated (solid)" if vanilla is not None else "accuracy under attack")
-    )
-    ax.legend(fontsize=8, ncol=2 if vanilla is not None else 1)
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncol=ncol)
     fig.tight_layout()
     output_path = os.fspath(output_path)
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
@@ -130,15 +136,6 @@ def plot_worst_case_by_arm(
         ax.plot(e, mean, style, color=colours(i % 10), label=arm, markersize=4)
         if any(h > lo for lo, h in zip(low, high)):
             ax.fill_between(e, low, high, color=colours(i % 10), alpha=0.12)
-    ax.set_xlabel(r"$\epsilon$ ($\times$1/255)")
-    ax.set_ylabel("worst-case accuracy over attacks")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(True, alpha=0.3)
-    ax.set_title(title or "worst case over attacks, per arm")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    output_path = os.fspath(output_path)
-    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    fig.savefig(output_path, dpi=dpi, format="png")
-    plt.close(fig)
-    return output_path
+    return _finish(
+        fig, ax, "worst-case accuracy over attacks", title or "worst case over attacks, per arm", output_path, dpi
+    )
