@@ -305,3 +305,25 @@ def test_bad_arguments(small_set):
         build_datalists(root, "breast_ultrasound", max_per_class=0)
     with pytest.raises(ValueError, match="image_size"):
         image_transforms(image_size=(0, 4))
+
+
+def test_one_image_rule_for_training_and_inference(tmp_path):
+    """Hidden files and folders (.ipynb_checkpoints/, macOS ._*) and masks are skipped by training's
+    discovery and by inference's folder search alike."""
+    from monai_assim.bundle import list_images
+    from monai_assim.data import is_image_file
+
+    root = make_synthetic_dataset(tmp_path / "ct", "chest_ct", n_per_class=2, size=24, seed=0)
+    real = sorted(p for p in root.rglob("*.jpg"))
+    for p in real[:2]:  # what a real download holds beside the images
+        hidden_dir = p.parent / ".ipynb_checkpoints"
+        hidden_dir.mkdir(exist_ok=True)
+        shutil.copy(p, hidden_dir / p.name)
+        shutil.copy(p, p.parent / f"._{p.name}")
+    found = discover_images(root, "chest_ct")
+    discovered = sorted(str(p) for split in found.values() for paths in split.values() for p in paths)
+    listed = sorted(d["image"] for d in list_images(root))
+    assert discovered == listed == sorted(str(p.resolve()) for p in real)
+    assert not is_image_file(real[0].parent / f"._{real[0].name}")
+    assert not is_image_file(real[0].parent / ".ipynb_checkpoints" / real[0].name, root=root)
+    assert is_image_file(real[0], root=root)

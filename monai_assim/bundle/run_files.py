@@ -78,10 +78,12 @@ def list_images(
     The images an inference run classifies, as ``[{"image": path}, ...]`` sorted by path.
 
     ``inputs`` may be ``"auto"`` (the test split recorded by the training run in ``output_dir``), a
-    folder (searched recursively for PNG/JPEG/DICOM/NIfTI files; segmentation masks named
-    ``*_mask*`` are skipped), one image file, or a list of image files and folders.
+    folder (searched recursively for PNG/JPEG/DICOM/NIfTI files with the rule training uses,
+    :func:`monai_assim.data.is_image_file`: segmentation masks named ``*_mask*`` and hidden files and
+    folders such as ``.ipynb_checkpoints/`` or ``._*`` are skipped), one image file, or a list of image
+    files and folders.
     """
-    from monai_assim.data import IMAGE_SUFFIXES, is_mask
+    from monai_assim.data import IMAGE_SUFFIXES, is_image_file
 
     if isinstance(inputs, (str, os.PathLike)) and str(inputs).lower() == "auto":
         if output_dir is None:
@@ -91,14 +93,11 @@ def list_images(
     if not items:
         raise ValueError("no inputs given: pass a folder, an image file or a list of them.")
 
-    def is_image(p: Path) -> bool:
-        return p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES) and not is_mask(p)
-
     found: list[Path] = []
     for item in items:
         path = Path(item).expanduser()
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if is_image(p))
+            files = sorted(p for p in path.rglob("*") if is_image_file(p, root=path))
             if not files:
                 raise ValueError(f"folder {path} contains no images; expected {' / '.join(IMAGE_SUFFIXES)} files.")
             found.extend(files)

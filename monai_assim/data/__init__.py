@@ -1,7 +1,7 @@
 """Data: public data set layouts, discovery and splits, synthetic demo sets, the loading pipeline."""
 
 from .layouts import IMAGE_SUFFIXES, LAYOUTS, MODALITIES, DatasetLayout, get_layout
-from .splits import SPLITS, build_datalists, check_image, discover_images, is_mask, write_datalists
+from .splits import SPLITS, build_datalists, check_image, discover_images, is_image_file, is_mask, write_datalists
 from .synthetic import make_synthetic_dataset
 from .transforms import LUMA_WEIGHTS, image_transforms, to_grey_unit
 
@@ -17,6 +17,7 @@ __all__ = [
     "discover_images",
     "get_layout",
     "image_transforms",
+    "is_image_file",
     "is_mask",
     "make_synthetic_dataset",
     "to_grey_unit",

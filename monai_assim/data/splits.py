@@ -55,6 +55,20 @@ def is_mask(path: str | os.PathLike, marker: str | None = "_mask") -> bool:
     return marker is not None and marker in _stem(Path(path))
 
 
+def is_image_file(path: str | os.PathLike, root: str | os.PathLike | None = None, marker: str | None = "_mask") -> bool:
+    """
+    The one rule for what counts as an image, shared by training, evaluation and inference: a file with
+    one of :data:`IMAGE_SUFFIXES`, not a segmentation mask by name (``marker``), and neither hidden itself
+    nor inside a hidden folder below ``root`` (names starting with ``.``: ``.ipynb_checkpoints/``,
+    macOS ``._*`` resource forks, ``.DS_Store``).
+    """
+    path = Path(path)
+    parts = path.relative_to(root).parts if root is not None else (path.name,)
+    if any(part.startswith(".") for part in parts):
+        return False
+    return path.is_file() and _suffix(path) in IMAGE_SUFFIXES and not is_mask(path, marker)
+
+
 def check_image(path: str | os.PathLike) -> None:
     """
     Check that ``path`` decodes as a 2D image; ``ValueError`` naming the path otherwise.
@@ -144,11 +158,7 @@ def discover_images(
                         f"missing class folder {pool_dir / name}; expected the class folders "
                         f"{', '.join(layout.classes)} in {pool_dir} ({layout.expected_layout()})."
                     )
-                files = sorted(
-                    p
-                    for p in class_dir.iterdir()
-                    if p.is_file() and not p.name.startswith(".") and _suffix(p) in IMAGE_SUFFIXES
-                )
+                files = sorted(p for p in class_dir.iterdir() if is_image_file(p, marker=None))
                 images = [p for p in files if not is_mask(p, layout.mask_marker)]
                 if not images:
                     if files:
