@@ -5,11 +5,12 @@ models on the same test images with an exact McNemar (sign) test.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from monai_assim.robustness_results import PER_IMAGE_COLUMNS, load_per_image_rows
 
 __all__ = [
     "PER_IMAGE_COLUMNS",
@@ -18,11 +19,6 @@ __all__ = [
     "paired_flips",
     "read_per_image",
 ]
-
-#: columns of ``<eval dir>/robustness_per_image.csv`` (long format, one row per image, attack and eps;
-#: ``attack`` is ``"clean"`` with ``eps_255`` 0 for the clean prediction, ``"worst"`` is the per-image
-#: AND over the attacks at that eps)
-PER_IMAGE_COLUMNS = ("sample", "image", "label", "attack", "eps_255", "role", "correct")
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -107,13 +103,11 @@ def read_per_image(
     """
     root = os.path.abspath(os.fspath(image_root)) if image_root is not None else None
     out = {}
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            image = r.get("image") or f"sample {r['sample']}"
-            if root is not None and os.path.isabs(image) and os.path.abspath(image).startswith(root + os.sep):
-                image = os.path.relpath(os.path.abspath(image), root)
-            correct = str(r["correct"]).strip().lower() in ("1", "1.0", "true", "yes")
-            out[(image, *_key(r))] = correct
+    for r in load_per_image_rows(path):
+        image = r["image"] or f"sample {r['sample']}"
+        if root is not None and os.path.isabs(image) and os.path.abspath(image).startswith(root + os.sep):
+            image = os.path.relpath(os.path.abspath(image), root)
+        out[(image, *_key(r))] = bool(r["correct"])
     return out
 
 
