@@ -6,6 +6,7 @@ the images an inference run classifies.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 from monai_assim.bundle.run_setup import SUMMARY_FILE
 
 __all__ = ["checkpoint_path", "list_images", "load_datalist", "load_run_summary", "run_setting"]
+
+logger = logging.getLogger(__name__)
 
 
 def _no_run(output_dir: Path, what: Path) -> FileNotFoundError:
@@ -34,11 +37,15 @@ def load_run_summary(output_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def run_setting(value: Any, output_dir: str | os.PathLike, key: str) -> Any:
-    """``value``, or, when it is ``"auto"``, the setting ``key`` the training run in ``output_dir`` used."""
+    """
+    ``value``, or, when it is ``"auto"``, the setting ``key`` the training run in ``output_dir`` used
+    (logged, so that the log shows every value an ``"auto"`` became).
+    """
     if isinstance(value, str) and value.lower() == "auto":
         settings = load_run_summary(output_dir)["settings"]
         if key not in settings:
             raise KeyError(f"the run summary in {output_dir} has no setting {key!r}.")
+        logger.info(f"setting {key} = {settings[key]!r}   ('auto': from {Path(output_dir) / SUMMARY_FILE})")
         return settings[key]
     return value
 

@@ -207,6 +207,7 @@ class RunSetup:
         self.settings = self._resolve(
             settings or {}, self.demo_defaults if self.demo else dict(real_data_defaults or {})
         )
+        self.log_settings(settings or {})
         self.dataset_dir = self.output_dir / "demo_data" if found is None else found.resolve()
         self.ckpt_dir = self.output_dir / "checkpoints"
         self.resumed_from_epoch: int | None = self._check_resume() if self.resume else None
@@ -271,6 +272,19 @@ class RunSetup:
                 )
             out["pretrained"] = str(path.resolve())
         return out
+
+    def log_settings(self, given: Mapping[str, Any]) -> None:
+        """
+        Log the resolved settings at start, one per line, marking those that were ``"auto"`` in ``given``
+        (the bundle's values) and which defaults they came from; the same values go to the run summary.
+        """
+        source = "demo_defaults" if self.demo else "real_data_defaults"
+        lines = []
+        for key, value in self.settings.items():
+            raw = given.get(key, AUTO)
+            auto = isinstance(raw, str) and raw.lower() == AUTO
+            lines.append(f"  {key:<22} {value!r}" + (f"   ('auto': from {source})" if auto else ""))
+        logger.info("\n".join([f"run settings ({'demo set' if self.demo else 'real data set'}):", *lines]))
 
     def _check_resume(self) -> int:
         last = self.ckpt_dir / "last.pt"

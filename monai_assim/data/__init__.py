@@ -3,7 +3,7 @@
 from .layouts import IMAGE_SUFFIXES, LAYOUTS, MODALITIES, DatasetLayout, get_layout
 from .splits import SPLITS, build_datalists, check_image, discover_images, is_image_file, is_mask, write_datalists
 from .synthetic import make_synthetic_dataset
-from .transforms import LUMA_WEIGHTS, image_transforms, to_grey_unit
+from .transforms import LUMA_WEIGHTS, image_transforms, spatial_size, squeeze_to_2d, to_grey_unit
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -20,6 +20,8 @@ __all__ = [
     "is_image_file",
     "is_mask",
     "make_synthetic_dataset",
+    "spatial_size",
+    "squeeze_to_2d",
     "to_grey_unit",
     "write_datalists",
 ]
