@@ -50,7 +50,8 @@ class ToGreyUnit(Transform):
         Returns:
             the grey image ``(1, H, W)``, float32 on [0, 1].
         """
-        img = convert_to_tensor(img, track_meta=get_track_meta())
+        if isinstance(img, torch.Tensor):  # a MetaTensor (with meta tracking on) keeps its metadata
+            img = convert_to_tensor(img, track_meta=get_track_meta())
         img_t = convert_to_tensor(img, track_meta=False)
         if img_t.ndim != 3 or img_t.shape[0] < 1:
             raise ValueError(

@@ -45,8 +45,9 @@ class SqueezeTo2D(Transform):
     ``(C, X, Y)``; an image that is already ``(C, X, Y)`` is returned unchanged.
 
     For a MetaTensor the metadata entries of :data:`PER_AXIS_META_KEYS` (``spatial_shape``,
-    ``spacing``) are cut to their first two values, so that the image's metadata can be collated
-    with that of a PNG/JPEG (see the module docstring); the input's metadata is not modified.
+    ``spacing``) are cut to their first two values and its number of spatial axes set to 2, so that
+    its metadata can be collated with a PNG/JPEG's (see the module docstring) and its ``pixdim`` is
+    2D; the input's metadata is not modified.
     Like MONAI's ``SqueezeDim``, a numpy array in gives a numpy array out and a tensor gives a
     tensor (a MetaTensor when meta tracking is on).
 
@@ -83,6 +84,8 @@ class SqueezeTo2D(Transform):
                 if key in meta:
                     meta[key] = _first_two(meta[key])
             out.meta = meta
+            if hasattr(out, "spatial_ndim"):  # MONAI >= 1.5 caches the number of spatial axes
+                out.spatial_ndim = out.ndim - 1
         return out
 
 
