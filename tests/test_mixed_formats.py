@@ -134,3 +134,45 @@ def test_inference_run_on_mixed_folder(mixed, tmp_path):
     workflow.finalize()
     written = (run / "inference" / "predictions.csv").read_text()
     assert all(name in written for name in expected), written
+
+
+def test_training_batches_a_data_set_with_dicom_and_nifti(tmp_path):
+    """
+    train.json's loaders over a data set whose class folders hold a DICOM and a NIfTI among the JPEGs (the
+    pixels at 32 x 32 are image_transforms', whose native-size pixels the tests above check).
+    """
+    from monai_assim.data import image_transforms, make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "chest_ct", "chest_ct", n_per_class=4, size=32, seed=0)
+    extra = []
+    for copy in ("a", "b"):  # into the positive class, which balancing never subsamples
+        write_mixed_folder(tmp_path / "formats" / copy)
+        for name in ("slice.dcm", "slice.nii.gz"):
+            target = data / "Malignant cases" / f"{copy}_{name}"
+            (tmp_path / "formats" / copy / name).rename(target)
+            extra.append((target, image_transforms(32)({"image": str(target)})["image"]))
+    parser = parse(
+        "train.json",
+        modality="chest_ct",
+        bundle_root=str(REPO / "bundles" / "chest_ct"),
+        dataset_dir=str(data),
+        output_dir=str(tmp_path / "run"),
+        image_size=32,
+        batch_size=64,
+        backbone="mobilenet_v2",
+        pretrained="none",
+        num_workers=0,
+        **{"train#preprocessing#transforms#6#prob": 0.0, "train#preprocessing#transforms#7#prob": 0.0},
+    )
+    seen = {}
+    for loader in ("train#dataloader", "validate#dataloader"):
+        for batch in parser.get_parsed_content(loader):
+            assert batch["image"].shape[1:] == (1, 32, 32)
+            seen.update(zip(batch["image"].meta["filename_or_obj"], batch["image"]))
+    test = [d["image"] for d in parser.get_parsed_content("run_setup").datalists["test"]]
+    for path, expected in extra:
+        if str(path) in test:
+            continue
+        assert str(path) in seen, f"{path.name} not in the training or validation batches"
+        assert torch.allclose(seen[str(path)], expected.as_tensor(), atol=1e-6), path.name
+    assert any(p.suffix == ".dcm" and str(p) in seen for p, _ in extra)  # a DICOM was batched with JPEGs
