@@ -157,7 +157,7 @@ def discover_images(
     """
     layout = get_layout(modality)
     root = Path(dataset_dir).expanduser()
-    layout_hint = f"lay the data set out as {layout.expected_layout()}, or pass --dataset_dir <that folder>."
+    layout_hint = "pass --dataset_dir <the folder laid out as expected> (the bundle's README.md shows the layout)."
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
         error = MissingInputError if not root.exists() else UserInputError
