@@ -227,7 +227,7 @@ def _data_error(
         head.append(f"{len(bad_files)} of {n_checked} images corrupt or unreadable")
     message = head[0] + " " + "; ".join(head[1:]) + ".\n" + "\n".join(f"  - {p}" for p in problems)
     hints = ([hint] if layout_problems else []) + ([bad_hint] if bad_files else [])
-    return UserInputError(message, "; then ".join(hints))
+    return UserInputError(message, "; then ".join(h.rstrip(".") for h in hints) + ".")
 
 
 def _rounded(n: int, fraction: float) -> int:
