@@ -127,8 +127,18 @@ def test_resume_refuses_changed_data_set(run, data):
 
 
 # ------------------------------------------------------------------------------- nothing half-made (6)
-def test_nothing_written_until_start(tmp_path, data):
+def test_nothing_written_until_start(tmp_path, data, monkeypatch):
     out = tmp_path / "fresh"
+    # ImageNet weights neither cached nor downloadable: refused while setting up, not when the network is built
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(MissingInputError, match=r"ImageNet weights for mobilenet_v2 .* not cached"):
+        setup(out, data, pretrained="imagenet")
     for bad, match in (
         ({"backbone": "resnet99"}, "unknown backbone 'resnet99'"),
         ({"alpha": 1.5}, r"alpha must be in \[0, 1\]"),
@@ -230,3 +240,39 @@ def test_debug_prints_traceback(tmp_path):
         proc = _bundle(args, {**env, "MONAI_ASSIM_LOG_DIR": str(tmp_path / "logs")})
         assert proc.returncode != 0 and "Traceback" in proc.stderr and "Failed to " in proc.stderr
         assert f"{missing} does not exist" in _last_lines(proc.stderr)
+
+
+def test_excepthook_unit(tmp_path, monkeypatch, capsys):
+    """The hook: a wrapped UserInputError -> log file + message and hint last; anything else -> previous hook."""
+    from monai_assim import errors
+
+    monkeypatch.setenv(errors.LOG_DIR_ENV, str(tmp_path))
+    monkeypatch.delenv(errors.DEBUG_ENV, raising=False)
+    passed_on = []
+    hook = errors._hook(lambda *exc: passed_on.append(exc))
+    try:
+        raise KeyError("a bug, not a user error")
+    except KeyError as e:
+        hook(type(e), e, e.__traceback__)
+    assert len(passed_on) == 1 and capsys.readouterr().err == ""
+    try:
+        try:
+            raise errors.UserInputError("alpha must be in [0, 1], got 2.0.", "pass --alpha 0.99.")
+        except ValueError as inner:
+            raise RuntimeError("Failed to evaluate ConfigExpression") from inner
+    except RuntimeError as e:
+        hook(type(e), e, e.__traceback__)
+    err = capsys.readouterr().err
+    assert len(passed_on) == 1 and err.rstrip().endswith("alpha must be in [0, 1], got 2.0.\nHint: pass --alpha 0.99.")
+    (log,) = tmp_path.glob("error_*.log")
+    assert str(log) in err and "Failed to evaluate ConfigExpression" in log.read_text()
+
+
+def test_no_trained_run_is_a_user_error(tmp_path):
+    """evaluate.json / inference.json on a folder without a run: a MissingInputError with the hint to train."""
+    from monai_assim.bundle import checkpoint_path, load_run_summary
+
+    for call in (lambda: load_run_summary(tmp_path), lambda: checkpoint_path(tmp_path, "best")):
+        with pytest.raises(MissingInputError, match="holds no finished training run") as err:
+            call()
+        assert isinstance(err.value, FileNotFoundError) and "train first" in err.value.hint
