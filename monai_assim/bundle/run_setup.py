@@ -237,9 +237,9 @@ class RunSetup:
         val_fraction: validation fraction of the training pool, per label.
         test_fraction: test fraction where the data set has no own test split.
         resume: the run resumes from ``<output_dir>/checkpoints/last.pt``, which must exist.
+        check_images: decode every image while building the split lists.
         resume_force: on resume, continue with settings that conflict with the recorded ones (logged
             as a warning and recorded in the summary's ``"changed_on_resume"``).
-        check_images: decode every image while building the split lists.
         debug: print the full traceback of user errors (:func:`monai_assim.errors.set_debug`), as the
             environment variable ``MONAI_ASSIM_DEBUG=1`` does.
     """
@@ -257,8 +257,8 @@ class RunSetup:
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         resume: bool = False,
-        resume_force: bool = False,
         check_images: bool = True,
+        resume_force: bool = False,
         debug: bool = False,
     ) -> None:
         from monai_assim.data import get_layout
