@@ -15,6 +15,7 @@ from monai_assim.data import (
     image_transforms,
     make_synthetic_dataset,
 )
+from monai_assim.errors import UserInputError
 
 # The class groupings as the issue states them (written out here, not read from the layout table,
 # so a wrong table fails): folder -> label, and the split folders of each public set.
@@ -327,3 +328,60 @@ def test_one_image_rule_for_training_and_inference(tmp_path):
     assert not is_image_file(real[0].parent / f"._{real[0].name}")
     assert not is_image_file(real[0].parent / ".ipynb_checkpoints" / real[0].name, root=root)
     assert is_image_file(real[0], root=root)
+
+
+def test_every_bad_file_in_one_pass(small_set):
+    """Issue 14 item 8: one error names every corrupt file and every layout problem, not only the first."""
+    root = small_set("chest_xray")
+    bad = [sorted((root / split / "NORMAL").glob("*.jpeg"))[0] for split in ("train", "test")]
+    for p in bad:
+        p.write_bytes(p.read_bytes()[:40])
+    junk = root / "train" / "PNEUMONIA" / "junk.png"
+    junk.write_bytes(b"definitely not a png")
+    shutil.rmtree(root / "test" / "PNEUMONIA")
+    with pytest.raises(UserInputError) as err:
+        build_datalists(root, "chest_xray")
+    message = str(err.value)
+    assert message.startswith(f"4 problems with the data set {root}")
+    assert "1 in the folder layout" in message and "3 of 13 images corrupt or unreadable" in message
+    for p in (*bad, junk):
+        assert re.search(rf"corrupt or unreadable image: {_re(p)} .*expected a decodable", message), p
+    assert f"missing class folder {root / 'test' / 'PNEUMONIA'}" in message
+    assert err.value.hint and "move them out of the data set folder" in err.value.hint
+
+
+def test_uncapped_balanced_counts_recorded(small_set, tmp_path, caplog):
+    """Issue 14 item 9: per-folder and balanced counts before the max_per_class cap, logged and in splits.json."""
+    root = small_set("breast_ultrasound")  # 4 images per class folder: 4 + 4 (label 0) vs 4 (label 1)
+    with caplog.at_level("INFO", logger="monai_assim.data.splits"):
+        lists = build_datalists(root, "breast_ultrasound", output_dir=tmp_path / "out", max_per_class=1)
+    assert all(len(v) == 2 for v in lists.values())  # capped
+    doc = json.loads((tmp_path / "out" / "splits.json").read_text())
+    assert doc["class_folder_counts"] == {"train": {"benign": 4, "malignant": 4, "normal": 4}}
+    assert doc["balanced_counts"] == {"train": {"0": 4, "1": 4}, "total": {"0": 4, "1": 4}}
+    assert doc["paper_balanced_count"] == {
+        "count": 210,
+        "pools": ["train"],
+        "this_copy": {"0": 4, "1": 4},
+        "differs": True,
+    }
+    assert doc["counts"]["train"] == {"0": 1, "1": 1}
+    assert "4 normal or benign / 4 malignant" in caplog.text and "the paper's table 210/210" in caplog.text
+
+
+def test_real_counts_against_the_paper(chest_xray_dir, tmp_path):
+    """The shared chest X-ray copy lacks Kermany's val/ (8 normal images): 1575 per class, the paper 1583."""
+    build_datalists(chest_xray_dir, "chest_xray", output_dir=tmp_path, max_per_class=4, check_images=False)
+    doc = json.loads((tmp_path / "splits.json").read_text())
+    assert doc["class_folder_counts"] == {
+        "test": {"NORMAL": 234, "PNEUMONIA": 390},
+        "train": {"NORMAL": 1341, "PNEUMONIA": 3875},
+    }
+    assert doc["balanced_counts"]["total"] == {"0": 1575, "1": 1575}
+    assert doc["paper_balanced_count"]["count"] == 1583 and doc["paper_balanced_count"]["differs"] is True
+    chest_ct = chest_xray_dir.parent / "chest_ct"
+    if (chest_ct / "Malignant cases").is_dir():  # IQ-OTH/NCCD as downloaded: 536 per class, as in the paper
+        build_datalists(chest_ct, "chest_ct", output_dir=tmp_path / "ct", max_per_class=4, check_images=False)
+        ct = json.loads((tmp_path / "ct" / "splits.json").read_text())
+        assert ct["balanced_counts"]["total"] == {"0": 536, "1": 536}
+        assert ct["paper_balanced_count"]["differs"] is False

@@ -13,17 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from monai_assim.bundle.run_setup import SUMMARY_FILE
+from monai_assim.errors import MissingInputError
 
 __all__ = ["checkpoint_path", "list_images", "load_datalist", "load_run_summary", "run_setting"]
 
 logger = logging.getLogger(__name__)
 
 
-def _no_run(output_dir: Path, what: Path) -> FileNotFoundError:
-    return FileNotFoundError(
-        f"{what} not found: {output_dir} holds no finished training run. Train first, e.g. "
-        "`python -m monai.bundle run --config_file bundles/<modality>/train.json` with the same "
-        "--variant/--backbone/--dataset_dir (or pass --output_dir <run folder>)."
+def _no_run(output_dir: Path, what: Path) -> MissingInputError:
+    return MissingInputError(
+        f"{what} not found: {output_dir} holds no finished training run.",
+        "train first, e.g. `python -m monai.bundle run --config_file bundles/<modality>/train.json` with the same "
+        "--variant/--backbone/--dataset_dir (or pass --output_dir <run folder>).",
     )
 
 
@@ -73,7 +74,7 @@ def checkpoint_path(output_dir: str | os.PathLike, checkpoint: str = "best") -> 
         raise (
             _no_run(output_dir, path)
             if checkpoint in ("best", "last")
-            else FileNotFoundError(f"checkpoint {path} not found.")
+            else MissingInputError(f"checkpoint {path} not found.", "pass --checkpoint best, last or an existing file.")
         )
     return str(path)
 

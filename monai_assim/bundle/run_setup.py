@@ -19,9 +19,17 @@ from typing import Any
 
 import torch
 
+from monai_assim.errors import MissingInputError, UserInputError, set_debug
 from monai_assim.utils import atomic_write_text, get_rank
 
-__all__ = ["DEMO_NOTICE_FILE", "SUMMARY_FILE", "RunSetup", "default_output_dir", "find_dataset"]
+__all__ = [
+    "DEMO_NOTICE_FILE",
+    "RESUME_CHANGEABLE",
+    "SUMMARY_FILE",
+    "RunSetup",
+    "default_output_dir",
+    "find_dataset",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +68,35 @@ OPTIONAL_SETTINGS = {"assimilation_lr": None, "assimilation_init": "identity"}
 
 #: adversarial-training settings used when a bundle does not give them (``at_eps`` in units of 1/255)
 AT_DEFAULTS = {"adversarial_training": "none", "at_eps": 2.0, "at_steps": 5, "at_ratio": 1.0, "trades_beta": 6.0}
+#: values of ``"auto"`` settings that do not depend on the data (the bundles' tables may override them).
+FIXED_DEFAULTS = {"alpha": 0.99, "assimilation_init": "identity", **AT_DEFAULTS}
+#: settings whose unset value is ``None`` (the backbone's own normalisation) rather than ``"auto"``.
+NONE_IS_UNSET = ("mean", "std")
+#: settings that may differ from the run's recorded ones when it resumes (no ``resume_force`` needed):
+#: ``epochs`` to extend a run, ``num_workers`` for another machine, ``patience`` (the early-stopping
+#: counter restarts at 0 on resume anyway). Every other setting, and ``seed``, ``val_fraction``,
+#: ``test_fraction`` and the data set, changes what the network learns from or is, so a different
+#: value is an error unless ``resume_force``.
+RESUME_CHANGEABLE = ("epochs", "num_workers", "patience")
+#: what a ``run_summary.json`` entry of ``"history"`` keeps of an earlier session of a resumed run.
+HISTORY_KEYS = (
+    "started",
+    "finished",
+    "status",
+    "error",
+    "settings",
+    "seed",
+    "dataset_dir",
+    "resumed_from_epoch",
+    "changed_on_resume",
+    "epochs_completed",
+    "iterations_completed",
+    "max_epochs",
+    "stopped_early",
+    "best_metric",
+    "best_epoch",
+    "versions",
+)
 
 
 def _barrier() -> None:
@@ -99,19 +136,31 @@ def default_output_dir(
 def _check_bundle_root(bundle_root: str | os.PathLike) -> Path:
     root = Path(bundle_root).expanduser()
     if not (root / "metadata.json").is_file():
-        raise ValueError(
+        raise MissingInputError(
             f"bundle_root {str(bundle_root)!r} (resolved from {os.getcwd()}) is not a bundle folder: "
-            f"{root / 'metadata.json'} not found. Run the command from the repository root, or pass "
-            "--bundle_root <path to bundles/<modality>>."
+            f"{root / 'metadata.json'} not found.",
+            "run the command from the repository root, or pass --bundle_root <path to bundles/<modality>>.",
         )
     return root.resolve()
+
+
+def _is_unset(key: str, value: Any) -> bool:
+    return (isinstance(value, str) and value.lower() == AUTO) or (value is None and key in NONE_IS_UNSET)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as recorded in JSON (tuples and lists alike, ``2`` and ``2.0`` alike)."""
+    try:
+        return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
+    except (TypeError, ValueError):
+        return a == b
 
 
 def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}.")
+        raise UserInputError(f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}.")
     return int(value)
 
 
@@ -121,49 +170,65 @@ def _check_adversarial_settings(out: dict[str, Any]) -> None:
 
     mode = str(out["adversarial_training"]).lower()
     if mode not in ADVERSARIAL_TRAINING_MODES:
-        raise ValueError(f"adversarial_training must be one of {', '.join(ADVERSARIAL_TRAINING_MODES)}, got {mode!r}.")
+        raise UserInputError(
+            f"adversarial_training must be one of {', '.join(ADVERSARIAL_TRAINING_MODES)}, got {mode!r}."
+        )
     out["adversarial_training"] = mode
     for key in ("at_eps", "at_ratio", "trades_beta"):
         if isinstance(out[key], bool) or not isinstance(out[key], (int, float)):
-            raise ValueError(f"{key} must be a number, got {out[key]!r}.")
+            raise UserInputError(f"{key} must be a number, got {out[key]!r}.")
         out[key] = float(out[key])
     if not 0.0 <= out["at_eps"] <= 255.0:
-        raise ValueError(f"at_eps is in units of 1/255 and must lie in [0, 255], got {out['at_eps']}.")
+        raise UserInputError(f"at_eps is in units of 1/255 and must lie in [0, 255], got {out['at_eps']}.")
     if not 0.0 < out["at_ratio"] <= 1.0:
-        raise ValueError(f"at_ratio must lie in (0, 1], got {out['at_ratio']}.")
+        raise UserInputError(f"at_ratio must lie in (0, 1], got {out['at_ratio']}.")
     if out["trades_beta"] < 0:
-        raise ValueError(f"trades_beta must be >= 0, got {out['trades_beta']}.")
+        raise UserInputError(f"trades_beta must be >= 0, got {out['trades_beta']}.")
     out["at_steps"] = _positive_int("at_steps", out["at_steps"])
 
 
 class RunSetup:
     """
-    Everything a training bundle decides before it trains.
+    Everything a training bundle decides before it trains, checked before anything is written.
 
     1. The data: :func:`find_dataset` of ``dataset_dir``. Without a data set, a deterministic
        synthetic demo set in ``modality``'s real folder layout is generated into
        ``<output_dir>/demo_data`` (:func:`monai_assim.data.make_synthetic_dataset`), a banner is logged
        at WARNING level, ``<output_dir>/DEMO_DATA.txt`` is written and the run summary says
        ``"demo_data": true``. With a data set, a stale ``DEMO_DATA.txt`` is removed.
-    2. The settings: every value of ``settings`` equal to ``"auto"`` is taken from
+    2. The settings: every value of ``settings`` equal to ``"auto"`` (``mean``/``std``: ``None``) is
+       taken, on resume, from the settings the run recorded in its ``run_summary.json``, otherwise from
        ``real_data_defaults`` (the paper's: 300 epochs, lr 1e-4, batch 32, 224x224, ImageNet weights,
        early-stopping patience 30) or ``demo_defaults`` (sized for a few minutes on a CPU, no
-       pretrained weights since none can be downloaded offline); explicit values always win.
-    3. The split lists (:func:`monai_assim.data.build_datalists`, balanced, stratified, seeded), written
-       to ``<output_dir>/datalists``. Bad data raises a ``ValueError`` naming the path here, before
-       any network is built or trained.
-    4. ``<output_dir>/run_summary.json``: data, settings, seed, versions, resume point; completed by
-       :meth:`finish` with the epochs run and the best validation accuracy.
+       pretrained weights since none can be downloaded offline), then :data:`FIXED_DEFAULTS`; explicit
+       values win. All are validated, with the backbone name, the variant and (for ``pretrained``
+       ``"imagenet"``) that the ImageNet weights are cached or can be downloaded.
+    3. Resume: ``<output_dir>/checkpoints/last.pt`` must exist; an explicit setting (or ``seed``,
+       ``val_fraction``, ``test_fraction``, data set, split lists) that differs from what the run
+       recorded stops with an error naming the setting, the recorded and the new value, unless it is
+       in :data:`RESUME_CHANGEABLE` or ``resume_force`` is set (then the change is logged and recorded).
+    4. The split lists (:func:`monai_assim.data.plan_datalists`, balanced, stratified, seeded). Bad
+       data raises a :class:`~monai_assim.errors.UserInputError` listing every bad path, before any
+       network is built or trained.
 
-    Under ``torch.distributed`` only rank 0 writes files; the other ranks wait for it and read the same
-    (deterministic) split.
+    Nothing is written into ``output_dir`` (the demo set aside) until :meth:`run` (or :meth:`start`)
+    is called, after every input has been checked and the trainer built: a fresh run that fails on its
+    inputs leaves no run folder, and a resume that fails on them leaves the run's files as they were.
+    :meth:`start` writes ``<output_dir>/datalists`` and ``<output_dir>/run_summary.json`` (data,
+    settings, seed, versions, resume point, ``"status": "running"``; on resume the previous sessions
+    are kept in its ``"history"`` list); :meth:`run` marks the summary ``"failed"`` with the error
+    when training raises, and :meth:`finish` completes it (``"completed"``, epochs run, best
+    validation accuracy).
+
+    Under ``torch.distributed`` only rank 0 writes files; the other ranks wait for the demo set and
+    compute the same (deterministic) split.
 
     Args:
         bundle_root: the bundle folder (holds ``metadata.json``); checked, so that a command run from the
             wrong folder fails with a message saying to pass ``--bundle_root``.
         modality: ``"chest_xray"``, ``"brain_mri"``, ``"chest_ct"`` or ``"breast_ultrasound"``.
         output_dir: the run's output folder.
-        dataset_dir: see :func:`find_dataset`.
+        dataset_dir: see :func:`find_dataset`; on resume ``"auto"`` is the data set the run recorded.
         settings: the bundle's settings (keys of :data:`SETTING_KEYS`), values or ``"auto"``.
         real_data_defaults: values of the ``"auto"`` settings with a real data set.
         demo_defaults: values of the ``"auto"`` settings with the demo set, plus ``n_per_class`` and
@@ -173,6 +238,10 @@ class RunSetup:
         test_fraction: test fraction where the data set has no own test split.
         resume: the run resumes from ``<output_dir>/checkpoints/last.pt``, which must exist.
         check_images: decode every image while building the split lists.
+        resume_force: on resume, continue with settings that conflict with the recorded ones (logged
+            as a warning and recorded in the summary's ``"changed_on_resume"``).
+        debug: print the full traceback of user errors (:func:`monai_assim.errors.set_debug`), as the
+            environment variable ``MONAI_ASSIM_DEBUG=1`` does.
     """
 
     def __init__(
@@ -189,47 +258,113 @@ class RunSetup:
         test_fraction: float = 0.2,
         resume: bool = False,
         check_images: bool = True,
+        resume_force: bool = False,
+        debug: bool = False,
     ) -> None:
         from monai_assim.data import get_layout
 
+        if debug:
+            set_debug(True)
         self.bundle_root = _check_bundle_root(bundle_root)
         self.layout = get_layout(modality)
         self.modality = modality
         self.output_dir = Path(output_dir).expanduser().resolve()
-        found = find_dataset(dataset_dir, bundle_root)
-        self.demo = found is None
         self.seed = int(seed)
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.resume = bool(resume)
+        self.resume_force = bool(resume_force)
         self.check_images = bool(check_images)
         self.demo_defaults = dict(demo_defaults or {})
-        self.settings = self._resolve(
-            settings or {}, self.demo_defaults if self.demo else dict(real_data_defaults or {})
-        )
-        self.log_settings(settings or {})
-        self.dataset_dir = self.output_dir / "demo_data" if found is None else found.resolve()
         self.ckpt_dir = self.output_dir / "checkpoints"
         self.resumed_from_epoch: int | None = self._check_resume() if self.resume else None
+        self.recorded: dict[str, Any] | None = self._recorded_summary() if self.resume else None
+        #: setting -> {"recorded": value, "new": value} of every change made on resume (allowed or forced).
+        self.changed_on_resume: dict[str, dict[str, Any]] = {}
+        self._conflicts: list[tuple[str, Any, Any]] = []
+
+        found = self._resume_dataset(dataset_dir) if self.recorded else find_dataset(dataset_dir, bundle_root)
+        self.demo = found is None
+        self.dataset_dir = self.output_dir / "demo_data" if found is None else found.resolve()
+        recorded_settings = (self.recorded or {}).get("settings") or None
+        self.settings = self._resolve(
+            settings or {},
+            self.demo_defaults if self.demo else dict(real_data_defaults or {}),
+            recorded=recorded_settings,
+        )
+        if self.recorded:
+            self._compare_run_arguments()
+            self._settle_conflicts()
+        self.log_settings(settings or {})
+        self._check_weights_available()
+        self._plan: Any = None
         self._datalists: dict[str, list[dict]] | None = None
 
     # ------------------------------------------------------------------ settings
-    def _resolve(self, settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    def _resolve(
+        self,
+        settings: Mapping[str, Any],
+        defaults: Mapping[str, Any],
+        recorded: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """
+        The settings with ``"auto"`` (``mean``/``std``: ``None``) replaced, validated; with ``recorded``
+        (resume), unset settings take the recorded values and explicit ones that differ are noted.
+        """
         unknown = sorted(set(settings) - set(SETTING_KEYS))
         if unknown:
-            raise ValueError(f"unknown settings {unknown}; expected keys among {', '.join(SETTING_KEYS)}.")
+            raise UserInputError(
+                f"unknown settings {unknown}; expected keys among {', '.join(SETTING_KEYS)}.",
+                "check the spelling of the --<setting> options.",
+            )
         out: dict[str, Any] = {}
-        defaults = {**AT_DEFAULTS, **defaults}
+        explicit: list[str] = []
+        defaults = {**FIXED_DEFAULTS, **defaults}
         for key in SETTING_KEYS:
             value = settings.get(key, AUTO)
-            if isinstance(value, str) and value.lower() == AUTO:
+            if _is_unset(key, value):
+                if recorded is not None and key in recorded:
+                    out[key] = recorded[key]
+                    continue
+                if value is None:  # mean / std: the backbone's own normalisation
+                    out[key] = None
+                    continue
                 if key not in defaults and key in OPTIONAL_SETTINGS:
                     out[key] = OPTIONAL_SETTINGS[key]
                     continue
                 if key not in defaults:
-                    raise ValueError(f"setting {key!r} is 'auto' but the bundle gives no default for it.")
+                    raise UserInputError(f"setting {key!r} is 'auto' but the bundle gives no default for it.")
                 value = defaults[key]
+            elif recorded is not None:
+                explicit.append(key)
             out[key] = value
+        self._validate(out)
+        for key in explicit:
+            if key in recorded and not _same(out[key], recorded[key]):
+                self._note_change(key, recorded[key], out[key])
+        return out
+
+    def _note_change(self, key: str, recorded: Any, new: Any) -> None:
+        self.changed_on_resume[key] = {"recorded": recorded, "new": new}
+        if key in RESUME_CHANGEABLE:
+            logger.info(f"resume: {key} changes from the recorded {recorded!r} to {new!r} (allowed on resume).")
+        else:
+            self._conflicts.append((key, recorded, new))
+
+    def _validate(self, out: dict[str, Any]) -> None:
+        """Validate (and normalise) resolved settings in place."""
+        from monai_assim.networks import BACKBONES, VARIANTS
+
+        if str(out["variant"]) not in VARIANTS:
+            raise UserInputError(
+                f"unknown variant {out['variant']!r}; choose one of {', '.join(VARIANTS)}.",
+                "pass --variant assimilated or --variant vanilla.",
+            )
+        if not isinstance(out["backbone"], str) or out["backbone"].lower() not in BACKBONES:
+            raise UserInputError(
+                f"unknown backbone {out['backbone']!r}; choose one of {', '.join(BACKBONES)}.",
+                f"pass --backbone {BACKBONES[0]} (or another of {', '.join(BACKBONES)}).",
+            )
         for key in ("epochs", "batch_size", "image_size", "patience"):
             out[key] = _positive_int(key, out[key])
         caps = out["max_per_class"]
@@ -240,26 +375,31 @@ class RunSetup:
         else:
             out["max_per_class"] = _positive_int("max_per_class", caps, allow_none=True)
         if isinstance(out["num_workers"], bool) or not isinstance(out["num_workers"], int) or out["num_workers"] < 0:
-            raise ValueError(f"num_workers must be an int >= 0, got {out['num_workers']!r}.")
+            raise UserInputError(f"num_workers must be an int >= 0, got {out['num_workers']!r}.")
         for key in ("learning_rate", "alpha"):
             if isinstance(out[key], bool) or not isinstance(out[key], (int, float)):
-                raise ValueError(f"{key} must be a number, got {out[key]!r}.")
+                raise UserInputError(f"{key} must be a number, got {out[key]!r}.")
             out[key] = float(out[key])
         alr = out["assimilation_lr"]
         if alr is not None and not (isinstance(alr, str) and alr.lower() == "none"):
             if isinstance(alr, bool) or not isinstance(alr, (int, float)) or alr <= 0:
-                raise ValueError(f"assimilation_lr must be a number > 0 or None, got {alr!r}.")
+                raise UserInputError(f"assimilation_lr must be a number > 0 or None, got {alr!r}.")
             out["assimilation_lr"] = float(alr)
         else:
             out["assimilation_lr"] = None
         from monai_assim.networks.texture_module import INITS
 
         if out["assimilation_init"] not in INITS:
-            raise ValueError(f"assimilation_init must be one of {', '.join(INITS)}, got {out['assimilation_init']!r}.")
+            raise UserInputError(
+                f"assimilation_init must be one of {', '.join(INITS)}, got {out['assimilation_init']!r}."
+            )
         if out["learning_rate"] <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {out['learning_rate']}.")
+            raise UserInputError(f"learning_rate must be > 0, got {out['learning_rate']}.")
         if not 0.0 <= out["alpha"] <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {out['alpha']}.")
+            raise UserInputError(
+                f"alpha must be in [0, 1], got {out['alpha']}.",
+                "alpha weighs the cross-entropy against the GLCM loss; the paper uses --alpha 0.99.",
+            )
         _check_adversarial_settings(out)
         pretrained = out["pretrained"]
         if pretrained is None or str(pretrained).lower() == "none":
@@ -267,33 +407,104 @@ class RunSetup:
         elif str(pretrained).lower() != "imagenet":
             path = Path(str(pretrained)).expanduser()
             if not path.is_file():
-                raise ValueError(
-                    f"pretrained must be 'imagenet', 'none' or the path of a state dict file; {path} does not exist."
+                raise MissingInputError(
+                    f"pretrained must be 'imagenet', 'none' or the path of a state dict file; {path} does not exist.",
+                    "pass --pretrained <existing file>, --pretrained imagenet or --pretrained none.",
                 )
             out["pretrained"] = str(path.resolve())
-        return out
+        else:
+            out["pretrained"] = "imagenet"
 
     def log_settings(self, given: Mapping[str, Any]) -> None:
         """
         Log the resolved settings at start, one per line, marking those that were ``"auto"`` in ``given``
         (the bundle's values) and which defaults they came from; the same values go to the run summary.
         """
-        source = "demo_defaults" if self.demo else "real_data_defaults"
+        defaults = "demo_defaults" if self.demo else "real_data_defaults"
+        recorded = (self.recorded or {}).get("settings") or {}
         lines = []
         for key, value in self.settings.items():
             raw = given.get(key, AUTO)
             auto = isinstance(raw, str) and raw.lower() == AUTO
+            source = "the resumed run's summary" if key in recorded else defaults
             lines.append(f"  {key:<22} {value!r}" + (f"   ('auto': from {source})" if auto else ""))
         logger.info("\n".join([f"run settings ({'demo set' if self.demo else 'real data set'}):", *lines]))
 
+    def _check_weights_available(self) -> None:
+        """``pretrained`` ``"imagenet"``: the weights file is cached, or downloaded into the cache now."""
+        if self.settings["pretrained"] == "imagenet":
+            from monai_assim.networks import imagenet_weights_file
+
+            imagenet_weights_file(self.settings["backbone"])
+
+    # ------------------------------------------------------------------ resume
     def _check_resume(self) -> int:
         last = self.ckpt_dir / "last.pt"
         if not last.is_file():
-            raise FileNotFoundError(
-                f"resume=True but there is no last checkpoint {last}; run without --resume to start afresh."
+            raise MissingInputError(
+                f"resume=True but there is no last checkpoint {last}.",
+                "run without --resume to start afresh, or pass the --output_dir (or the --dataset_dir, "
+                "--variant and --backbone) of the run to resume.",
             )
         ckpt = torch.load(last, map_location="cpu", weights_only=True)
         return int(ckpt.get("epoch", ckpt.get("trainer", {}).get("epoch", 0)))
+
+    def _recorded_summary(self) -> dict[str, Any] | None:
+        path = self.output_dir / SUMMARY_FILE
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            logger.warning(
+                f"resume: cannot read the run summary {path} ({type(e).__name__}: {e}); the settings of "
+                "this command are used as given, without checking them against the run's."
+            )
+            return None
+        return doc if isinstance(doc, dict) and isinstance(doc.get("settings"), dict) else None
+
+    def _resume_dataset(self, dataset_dir: str | os.PathLike | None) -> Path | None:
+        """The data set of a resumed run: the recorded one for ``"auto"``, else ``dataset_dir`` (compared)."""
+        recorded = self.recorded or {}
+        recorded_demo = bool(recorded.get("demo_data"))
+        recorded_dir = None if recorded_demo else recorded.get("dataset_dir")
+        if str(dataset_dir).lower() == AUTO and (recorded_demo or recorded_dir):
+            return None if recorded_demo else Path(recorded_dir)
+        found = find_dataset(dataset_dir, self.bundle_root)
+        new = None if found is None else str(found.expanduser().resolve())
+        if (recorded_demo or recorded_dir) and new != (None if recorded_demo else str(Path(recorded_dir))):
+            self.changed_on_resume["dataset_dir"] = {"recorded": recorded.get("dataset_dir"), "new": new or "demo"}
+            self._conflicts.append(("dataset_dir", "demo" if recorded_demo else recorded_dir, new or "demo"))
+        return found
+
+    def _compare_run_arguments(self) -> None:
+        """Seed and fractions (they decide the split) against the recorded ones."""
+        recorded = self.recorded or {}
+        pairs = [("seed", self.seed), ("val_fraction", self.val_fraction)]
+        if not self.layout.has_test_split:
+            pairs.append(("test_fraction", self.test_fraction))
+        for key, new in pairs:
+            if recorded.get(key) is not None and not _same(recorded[key], new):
+                self._note_change(key, recorded[key], new)
+
+    def _settle_conflicts(self) -> None:
+        if not self._conflicts:
+            return
+        lines = [
+            f"  - {key}: the run recorded {old!r}, this command gives {new!r}" for key, old, new in self._conflicts
+        ]
+        if self.resume_force:
+            logger.warning(
+                f"resume_force: resuming {self.output_dir} with settings that differ from the recorded ones:\n"
+                + "\n".join(lines)
+            )
+            return
+        keys = ", ".join(key for key, _, _ in self._conflicts)
+        raise UserInputError(
+            f"cannot resume the run in {self.output_dir}: {len(lines)} setting(s) differ from the ones it "
+            f"recorded in {SUMMARY_FILE} ({keys}):\n" + "\n".join(lines),
+            f"leave {keys} unset ('auto') to take the recorded values, or pass the recorded values; only "
+            f"{', '.join(RESUME_CHANGEABLE)} may change on resume. To continue with the new values anyway "
+            "pass --resume_force True (recorded in the summary), or train afresh into another --output_dir.",
+        )
 
     # ------------------------------------------------------------------ data
     @property
@@ -304,34 +515,54 @@ class RunSetup:
         return self._datalists
 
     def _build(self) -> dict[str, list[dict]]:
-        from monai_assim.data import build_datalists, make_synthetic_dataset
+        from monai_assim.data import make_synthetic_dataset, plan_datalists
 
-        writer = get_rank() == 0
-        if writer:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            notice = self.output_dir / DEMO_NOTICE_FILE
-            if self.demo:
-                self._announce_demo()
-                n, size = int(self.demo_defaults.get("n_per_class", 40)), int(self.demo_defaults.get("file_size", 96))
-                make_synthetic_dataset(self.dataset_dir, self.modality, n_per_class=n, size=size, seed=self.seed)
-                notice.write_text(self._demo_text())
-            elif notice.exists():
-                notice.unlink()
-                logger.info(f"removed the stale {notice}: this run trains on the real data set {self.dataset_dir}.")
+        if self.demo and get_rank() == 0:
+            self._announce_demo()
+            n, size = int(self.demo_defaults.get("n_per_class", 40)), int(self.demo_defaults.get("file_size", 96))
+            make_synthetic_dataset(self.dataset_dir, self.modality, n_per_class=n, size=size, seed=self.seed)
         _barrier()
-        lists = build_datalists(
+        self._plan = plan_datalists(
             self.dataset_dir,
             self.modality,
-            output_dir=self.output_dir / "datalists" if writer else None,
             seed=self.seed,
             val_fraction=self.val_fraction,
             test_fraction=self.test_fraction,
             max_per_class=self.settings["max_per_class"],
             check_images=self.check_images,
         )
-        if writer:
-            self.write_summary(fresh=not self.resume, counts={k: len(v) for k, v in lists.items()})
-        return lists
+        if self.resume:
+            self._compare_split_lists(self._plan.datalists)
+        return self._plan.datalists
+
+    def _compare_split_lists(self, lists: Mapping[str, list[dict]]) -> None:
+        """On resume: the split lists must be those the run recorded (the data set folder may have changed)."""
+        path = self.output_dir / "datalists" / "splits.json"
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        diffs = []
+        for split, items in lists.items():
+            new_set = {(d["image"], int(d["label"])) for d in items}
+            old_set = {(d["image"], int(d["label"])) for d in old.get(split, [])}
+            if new_set != old_set:
+                diffs.append(
+                    f"  - {split}: {len(new_set - old_set)} images not in the recorded list, "
+                    f"{len(old_set - new_set)} recorded images no longer in it"
+                )
+        if not diffs:
+            return
+        if self.resume_force:
+            logger.warning(f"resume_force: the split lists differ from the recorded {path}:\n" + "\n".join(diffs))
+            self.changed_on_resume["split_lists"] = {"recorded": str(path), "new": "rebuilt"}
+            return
+        raise UserInputError(
+            f"cannot resume the run in {self.output_dir}: the split lists of {self.dataset_dir} differ from the "
+            f"ones the run recorded in {path} (files added to or removed from the data set?):\n" + "\n".join(diffs),
+            "restore the data set as it was, pass --resume_force True to continue on the new lists, or train "
+            "afresh into another --output_dir.",
+        )
 
     def _demo_text(self) -> str:
         return (
@@ -348,6 +579,60 @@ class RunSetup:
         bar = "#" * 100
         lines = self._demo_text().splitlines()
         logger.warning("\n".join([bar, *[f"#  {line}" for line in lines], bar]))
+
+    # ------------------------------------------------------------------ start, run, finish
+    def start(self) -> None:
+        """
+        Write the run's files once every input is known good: the split lists, ``DEMO_DATA.txt`` (or
+        remove a stale one) and a fresh ``run_summary.json`` with ``"status": "running"``; on resume
+        the previous summary becomes the last entry of ``"history"``.
+        """
+        lists = self.datalists
+        if get_rank() != 0:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        notice = self.output_dir / DEMO_NOTICE_FILE
+        if self.demo:
+            atomic_write_text(notice, self._demo_text())
+        elif notice.exists():
+            notice.unlink()
+            logger.info(f"removed the stale {notice}: this run trains on the real data set {self.dataset_dir}.")
+        self._plan.write(self.output_dir / "datalists")
+        history = []
+        if self.resume:
+            previous = self._current_summary_file() or {}
+            history = list(previous.get("history") or [])
+            if previous:
+                entry = {k: previous[k] for k in HISTORY_KEYS if k in previous}
+                entry["checkpoint_epoch"] = self.resumed_from_epoch
+                history.append(entry)
+        self.write_summary(
+            fresh=True,
+            started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            status="running",
+            counts={k: len(v) for k, v in lists.items()},
+            history=history,
+        )
+
+    def run(self, trainer: Any) -> None:
+        """:meth:`start`, then ``trainer.run()``; an error while training marks the summary ``"failed"``."""
+        self.start()
+        try:
+            trainer.run()
+        except BaseException as e:
+            if get_rank() == 0:
+                status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+                self.write_summary(
+                    status=status, error=f"{type(e).__name__}: {e}", failed_at=time.strftime("%Y-%m-%dT%H:%M:%S")
+                )
+            raise
+
+    def _current_summary_file(self) -> dict[str, Any] | None:
+        try:
+            doc = json.loads((self.output_dir / SUMMARY_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> dict[str, Any]:
@@ -371,6 +656,8 @@ class RunSetup:
             "test_fraction": None if self.layout.has_test_split else self.test_fraction,
             "own_test_split": self.layout.has_test_split,
             "resumed_from_epoch": self.resumed_from_epoch,
+            "changed_on_resume": dict(self.changed_on_resume) if self.resume else None,
+            "resume_forced": bool(self.resume and self.resume_force and self._conflicts),
             "versions": {
                 "monai_assim": monai_assim.__version__,
                 "monai": monai.__version__,
@@ -386,12 +673,7 @@ class RunSetup:
         updating the existing summary unless ``fresh``.
         """
         path = self.output_dir / SUMMARY_FILE
-        doc: dict[str, Any] = {}
-        if path.is_file() and not fresh:
-            try:
-                doc = json.loads(path.read_text())
-            except ValueError:
-                doc = {}
+        doc: dict[str, Any] = {} if fresh else (self._current_summary_file() or {})
         doc.update(self.summary())
         doc.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S"))
         doc.update(extra)
@@ -403,6 +685,7 @@ class RunSetup:
             return
         state = trainer.state
         self.write_summary(
+            status="completed",
             finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
             epochs_completed=int(state.epoch),
             iterations_completed=int(state.iteration),

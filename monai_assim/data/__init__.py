@@ -1,7 +1,18 @@
 """Data: public data set layouts, discovery and splits, synthetic demo sets, the loading pipeline."""
 
 from .layouts import IMAGE_SUFFIXES, LAYOUTS, MODALITIES, DatasetLayout, get_layout
-from .splits import SPLITS, build_datalists, check_image, discover_images, is_image_file, is_mask, write_datalists
+from .splits import (
+    SPLITS,
+    DatalistPlan,
+    build_datalists,
+    check_image,
+    class_counts,
+    discover_images,
+    is_image_file,
+    is_mask,
+    plan_datalists,
+    write_datalists,
+)
 from .synthetic import make_synthetic_dataset
 from .transforms import LUMA_WEIGHTS, image_transforms, spatial_size, squeeze_to_2d, to_grey_unit
 
@@ -11,15 +22,18 @@ __all__ = [
     "LUMA_WEIGHTS",
     "MODALITIES",
     "SPLITS",
+    "DatalistPlan",
     "DatasetLayout",
     "build_datalists",
     "check_image",
+    "class_counts",
     "discover_images",
     "get_layout",
     "image_transforms",
     "is_image_file",
     "is_mask",
     "make_synthetic_dataset",
+    "plan_datalists",
     "spatial_size",
     "squeeze_to_2d",
     "to_grey_unit",

@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from monai_assim.errors import UserInputError
+
 __all__ = ["IMAGE_SUFFIXES", "DatasetLayout", "LAYOUTS", "MODALITIES", "get_layout"]
 
 #: file name endings read as images (compared case-insensitively); 2D DICOM and NIfTI are accepted
@@ -53,6 +55,9 @@ class DatasetLayout:
         lesions: class folder name -> what its images show: ``None`` (no lesion), ``"smooth"`` (a
             benign, near-elliptic nodule or mass) or ``"irregular"`` (a tumour, malignant mass or
             pneumonia: lobulated / spiculated); the synthetic demo sets draw it.
+        paper_count: images per class after balancing in the paper's table (Chen & Luo, PAKDD 2024),
+            counted over ``paper_count_pools``; ``None`` if unknown.
+        paper_count_pools: the source pools the paper's count covers.
     """
 
     modality: str
@@ -65,6 +70,8 @@ class DatasetLayout:
     folder_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     mask_marker: str | None = None
     lesions: Mapping[str, str | None] = field(default_factory=dict)
+    paper_count: int | None = None
+    paper_count_pools: tuple[str, ...] = ("train",)
 
     @property
     def has_test_split(self) -> bool:
@@ -107,6 +114,8 @@ LAYOUTS: Mapping[str, DatasetLayout] = MappingProxyType(
                 class_names=("normal", "pneumonia"),
                 suffix=".jpeg",
                 lesions={"NORMAL": None, "PNEUMONIA": "irregular"},
+                paper_count=1583,
+                paper_count_pools=("train", "test"),
             ),
             DatasetLayout(
                 modality="brain_mri",
@@ -116,6 +125,7 @@ LAYOUTS: Mapping[str, DatasetLayout] = MappingProxyType(
                 class_names=("no tumour", "tumour"),
                 suffix=".jpg",
                 lesions={"glioma": "irregular", "meningioma": "irregular", "notumor": None, "pituitary": "irregular"},
+                paper_count=1595,
             ),
             DatasetLayout(
                 modality="chest_ct",
@@ -126,6 +136,7 @@ LAYOUTS: Mapping[str, DatasetLayout] = MappingProxyType(
                 folder_aliases={"Bengin cases": ("Benign cases",)},
                 suffix=".jpg",
                 lesions={"Bengin cases": "smooth", "Malignant cases": "irregular", "Normal cases": None},
+                paper_count=536,
             ),
             DatasetLayout(
                 modality="breast_ultrasound",
@@ -136,6 +147,7 @@ LAYOUTS: Mapping[str, DatasetLayout] = MappingProxyType(
                 suffix=".png",
                 mask_marker="_mask",
                 lesions={"benign": "smooth", "malignant": "irregular", "normal": None},
+                paper_count=210,
             ),
         )
     }
@@ -150,5 +162,5 @@ def get_layout(modality: str) -> DatasetLayout:
     if not isinstance(modality, str):
         raise TypeError(f"modality must be a str, got {type(modality).__name__}.")
     if modality not in LAYOUTS:
-        raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}.")
+        raise UserInputError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}.")
     return LAYOUTS[modality]

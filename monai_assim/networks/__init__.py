@@ -9,6 +9,7 @@ from monai_assim.networks.backbones import (
     build_backbone,
     freeze_backbone,
     imagenet_state_dict,
+    imagenet_weights_file,
     load_backbone_state_dict,
     set_batchnorm_eval,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "build_backbone",
     "freeze_backbone",
     "imagenet_state_dict",
+    "imagenet_weights_file",
     "load_backbone_state_dict",
     "set_batchnorm_eval",
     "clamp_out_of_range",

@@ -18,6 +18,8 @@ import torch
 import torchvision
 from torch import nn
 
+from monai_assim.errors import MissingInputError, UserInputError
+
 __all__ = [
     "BACKBONES",
     "IMAGENET_MEAN",
@@ -25,6 +27,7 @@ __all__ = [
     "build_backbone",
     "backbone_head_name",
     "imagenet_state_dict",
+    "imagenet_weights_file",
     "load_backbone_state_dict",
     "freeze_backbone",
     "set_batchnorm_eval",
@@ -48,7 +51,10 @@ _DENSENET_OLD_KEY = re.compile(
 
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or name.lower() not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}.")
+        raise UserInputError(
+            f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}.",
+            f"pass --backbone {BACKBONES[0]} (or another of {', '.join(BACKBONES)}).",
+        )
     return name.lower()
 
 
@@ -73,14 +79,14 @@ def _rename_legacy_keys(name: str, state_dict: Mapping[str, torch.Tensor]) -> di
     return {_DENSENET_OLD_KEY.sub(r"\1\2", k): v for k, v in state_dict.items()}
 
 
-def imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
+def imagenet_weights_file(name: str) -> Path:
     """
-    torchvision's default ImageNet weights of backbone ``name``, read from the torch.hub cache
-    (``torch.hub.get_dir()/checkpoints``), downloaded there when absent and a network is available.
+    The file of torchvision's default ImageNet weights of backbone ``name`` in the torch.hub cache
+    (``torch.hub.get_dir()/checkpoints``), downloaded there first when absent and a network is available.
 
     Raises:
-        FileNotFoundError: when the file is neither cached nor downloadable; the message names the
-            file, the folder to put it in and the URL to get it from.
+        MissingInputError: (a ``FileNotFoundError``) when the file is neither cached nor downloadable;
+            the message names the file, the folder to put it in and the URL to get it from.
     """
     name = _check_name(name)
     weights = torchvision.models.get_model_weights(name).DEFAULT
@@ -91,12 +97,25 @@ def imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
             cache_dir.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(weights.url, str(file), progress=False)
         except Exception as e:  # no network, proxy refusal, read-only cache, ...
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"ImageNet weights for {name} ({weights}) are not cached and could not be downloaded "
                 f"({type(e).__name__}: {e}). Put the file {file.name!r} in the folder {str(cache_dir)!r} "
-                f"(download it from {weights.url})."
+                f"(download it from {weights.url}).",
+                "copy the file there from a machine with internet access, or train without them: --pretrained none.",
             ) from e
-    state_dict = torch.load(file, map_location="cpu", weights_only=True)
+    return file
+
+
+def imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """
+    torchvision's default ImageNet weights of backbone ``name``, read from the file of
+    :func:`imagenet_weights_file` (the torch.hub cache, downloaded there when absent and possible).
+
+    Raises:
+        MissingInputError: (a ``FileNotFoundError``) when the file is neither cached nor downloadable.
+    """
+    name = _check_name(name)
+    state_dict = torch.load(imagenet_weights_file(name), map_location="cpu", weights_only=True)
     return _rename_legacy_keys(name, state_dict)
 
 
