@@ -159,10 +159,11 @@ def test_auto_settings_logged_and_recorded(tiny_train, caplog):
         assert repr(value) in lines[key], lines[key]
     auto = {k for k, line in lines.items() if "'auto'" in line}
     assert {"image_size", "batch_size", "epochs", "learning_rate", "patience"} <= auto
-    assert not auto & {"backbone", "pretrained", "alpha", "variant", "num_workers"}  # given explicitly
+    assert not auto & {"backbone", "pretrained", "variant", "num_workers"}  # given explicitly
+    assert "FIXED_DEFAULTS" in lines["alpha"] and "real_data_defaults" in lines["epochs"]
     assert tuple(parser.get_parsed_content("spatial_size")) == (28, 28)
 
-    setup.datalists  # noqa: B018  (builds the split lists and writes the summary)
+    setup.start()  # builds the split lists and writes the summary
     summary = json.loads((Path(tiny_train["output_dir"]) / "run_summary.json").read_text())
     assert summary["settings"] == json.loads(json.dumps(setup.settings))
     assert summary["settings"]["image_size"] == 28 and summary["settings"]["batch_size"] == 32

@@ -287,11 +287,8 @@ class RunSetup:
         self.demo = found is None
         self.dataset_dir = self.output_dir / "demo_data" if found is None else found.resolve()
         recorded_settings = (self.recorded or {}).get("settings") or None
-        self.settings = self._resolve(
-            settings or {},
-            self.demo_defaults if self.demo else dict(real_data_defaults or {}),
-            recorded=recorded_settings,
-        )
+        self._defaults = self.demo_defaults if self.demo else dict(real_data_defaults or {})
+        self.settings = self._resolve(settings or {}, self._defaults, recorded=recorded_settings)
         if self.recorded:
             self._compare_run_arguments()
             self._settle_conflicts()
@@ -426,7 +423,10 @@ class RunSetup:
         for key, value in self.settings.items():
             raw = given.get(key, AUTO)
             auto = isinstance(raw, str) and raw.lower() == AUTO
-            source = "the resumed run's summary" if key in recorded else defaults
+            if key in recorded:
+                source = "the resumed run's summary"
+            else:
+                source = defaults if key in self._defaults else "FIXED_DEFAULTS"
             lines.append(f"  {key:<22} {value!r}" + (f"   ('auto': from {source})" if auto else ""))
         logger.info("\n".join([f"run settings ({'demo set' if self.demo else 'real data set'}):", *lines]))
 
