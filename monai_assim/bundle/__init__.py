@@ -1,6 +1,6 @@
 """Support code for the MONAI bundles in ``bundles/``: run preparation, run outputs, config generation."""
 
-from .run_files import checkpoint_path, list_images, load_datalist, load_run_summary, run_setting
+from .run_files import checkpoint_path, list_images, load_datalist, load_run_summary, run_class_names, run_setting
 from .run_setup import DEMO_NOTICE_FILE, SUMMARY_FILE, RunSetup, default_output_dir, find_dataset
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
     "list_images",
     "load_datalist",
     "load_run_summary",
+    "run_class_names",
     "run_setting",
 ]

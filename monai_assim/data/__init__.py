@@ -1,6 +1,7 @@
 """Data: public data set layouts, discovery and splits, synthetic demo sets, the loading pipeline."""
 
 from .layouts import IMAGE_SUFFIXES, LAYOUTS, MODALITIES, DatasetLayout, get_layout
+from .readable import ERROR_KEY, SOURCE_KEY, ReadableDataset, require_readable, split_readable
 from .splits import SPLITS, build_datalists, check_image, discover_images, is_image_file, is_mask, write_datalists
 from .synthetic import make_synthetic_dataset
 from .transforms import LUMA_WEIGHTS, image_transforms, to_grey_unit
@@ -12,6 +13,9 @@ __all__ = [
     "MODALITIES",
     "SPLITS",
     "DatasetLayout",
+    "ERROR_KEY",
+    "ReadableDataset",
+    "SOURCE_KEY",
     "build_datalists",
     "check_image",
     "discover_images",
@@ -20,6 +24,8 @@ __all__ = [
     "is_image_file",
     "is_mask",
     "make_synthetic_dataset",
+    "require_readable",
+    "split_readable",
     "to_grey_unit",
     "write_datalists",
 ]
