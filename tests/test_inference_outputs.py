@@ -150,13 +150,18 @@ def test_nothing_readable_fails_clearly(run_dir, tmp_path):
 
 @pytest.mark.slow
 def test_failed_run_removes_old_predictions(run_dir, tmp_path):
-    """A run that fails for another reason (missing checkpoint) leaves no predictions.csv either."""
+    """A run that fails for another reason (no such input, missing checkpoint) leaves no predictions.csv either."""
     folder, pred_dir = tmp_path / "images", tmp_path / "pred"
     _good_images(folder)
-    assert _infer(run_dir, folder, pred_dir).returncode == 0
-    proc = _infer(run_dir, folder, pred_dir, "--checkpoint", str(tmp_path / "missing.pt"))
-    assert proc.returncode != 0 and "missing.pt not found" in proc.stdout + proc.stderr
-    assert not (pred_dir / "predictions.csv").exists() and not (pred_dir / "errors.csv").exists()
+    for input_dir, args, message in (
+        (tmp_path / "no_such_folder", (), "no_such_folder does not exist"),  # fails while listing the input
+        (folder, ("--checkpoint", str(tmp_path / "missing.pt")), "missing.pt not found"),  # after listing it
+    ):
+        assert _infer(run_dir, folder, pred_dir).returncode == 0
+        assert (pred_dir / "predictions.csv").is_file() and (pred_dir / "errors.csv").is_file()
+        proc = _infer(run_dir, input_dir, pred_dir, *args)
+        assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+        assert not (pred_dir / "predictions.csv").exists() and not (pred_dir / "errors.csv").exists()
 
 
 @pytest.mark.slow
