@@ -265,8 +265,14 @@ def test_prediction_saver_writes_once_with_header(tmp_path):
 
 
 def test_prediction_saver_checks_class_names(tmp_path):
-    with pytest.raises(ValueError, match="at least two class names"):
+    with pytest.raises(ValueError, match="at least two distinct class names"):
         PredictionSaver(tmp_path, class_names="auto")
+    with pytest.raises(ValueError, match="at least two distinct class names"):
+        PredictionSaver(tmp_path, class_names=["a", "a"])
+    assert PredictionSaver(tmp_path, ["a", "b"], strict="false").strict is False
+    assert PredictionSaver(tmp_path, ["a", "b"], strict="True").strict is True
+    with pytest.raises(ValueError, match="strict must be True or False"):
+        PredictionSaver(tmp_path, ["a", "b"], strict="yes please")
     saver = PredictionSaver(tmp_path, class_names=["a", "b", "c"])
     engine, batches = _engine([[("a.png", "", [0.2, 0.8])]])
     saver.attach(engine)

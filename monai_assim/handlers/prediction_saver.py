@@ -63,17 +63,18 @@ class PredictionSaver:
 
     ``predictions.csv`` has a header row and one row per readable image, in the order of the data:
     ``file, predicted_class, predicted_index, prob_<class 0 name>, prob_<class 1 name>, ...`` (the
-    probabilities are the ``pred`` output, e.g. after a softmax, as float32 in their shortest exact form). ``errors.csv`` has the header ``file,
-    reason`` and one row per unreadable file (none: the header alone).
+    probabilities are the ``pred`` output, e.g. after a softmax, as float32 in their shortest exact
+    form). ``errors.csv`` has the header ``file, reason`` and one row per unreadable file (none: the
+    header alone).
 
     Unreadable files are found in two places: :meth:`select_readable` decodes every file of the
     datalist before the run (:func:`monai_assim.data.split_readable`), and items of a
     :class:`monai_assim.data.ReadableDataset` that failed to load during the run carry the failure
     (their output is dropped). The run fails (``ValueError`` naming every unreadable file and its
     reason, after ``errors.csv`` is written) when no image can be read, or, with ``strict=True``, when
-    any cannot. Outputs of a previous run are removed first (:meth:`remove_outputs`, at
-    :meth:`select_readable` and when the engine starts), so that a failed run never leaves an old
-    ``predictions.csv`` that could be taken for its result.
+    any cannot. Outputs of a previous run are removed first (:meth:`remove_outputs`: the bundle calls
+    it in its ``initialize`` list, and :meth:`select_readable` and the engine's start call it again),
+    so that a failed run never leaves an old ``predictions.csv`` that could be taken for its result.
 
     Why not MONAI's ``ClassificationSaver``: it appends rows without a header or class names and
     writes the file in place, and it has no notion of files that could not be read.
@@ -86,7 +87,8 @@ class PredictionSaver:
         class_names: name of each class, in the order of the network's outputs.
         filename: file name of the predictions.
         errors_filename: file name of the list of unreadable files.
-        strict: fail when any file cannot be read (default: skip it and list it).
+        strict: fail when any file cannot be read (default: skip it and list it); a bool or
+            ``"true"`` / ``"false"``.
         output_transform: ``engine.state.output`` -> list of per-item class probabilities ``(num_classes,)``;
             default ``from_engine(["pred"])``.
         batch_transform: decollated batch -> list of ``(file, load error or "")``; the default reads the
@@ -107,8 +109,12 @@ class PredictionSaver:
         save_rank: int = 0,
         name: str | None = None,
     ) -> None:
-        if isinstance(class_names, str) or len(class_names) < 2:
-            raise ValueError(f"class_names must list at least two class names, got {class_names!r}.")
+        if isinstance(class_names, str) or len(class_names) < 2 or len(set(class_names)) != len(class_names):
+            raise ValueError(f"class_names must list at least two distinct class names, got {class_names!r}.")
+        if isinstance(strict, str):
+            if strict.lower() not in ("true", "false"):
+                raise ValueError(f"strict must be True or False, got {strict!r}.")
+            strict = strict.lower() == "true"
         for f in (filename, errors_filename):
             if not f or os.sep in f:
                 raise ValueError(f"file names must be plain names, got {f!r}.")
