@@ -185,10 +185,13 @@ def test_chest_xray_train_evaluate_inference_cli(tmp_path):
 
     run_ok(bundle_cmd("bundles/chest_xray/inference.json", "--output_dir", str(out), "--backbone", "mobilenet_v2"))
     test_images = [d["image"] for d in json.loads((out / "datalists" / "splits.json").read_text())["test"]]
-    preds = list(csv.reader(open(out / "inference" / "predictions.csv")))
-    assert sorted(r[0] for r in preds) == sorted(test_images)
-    probs = torch.tensor([[float(v) for v in r[1:]] for r in preds])
-    assert probs.shape[1] == 2 and torch.allclose(probs.sum(1), torch.ones(len(preds)), atol=1e-5)
+    with open(out / "inference" / "predictions.csv", newline="") as f:
+        preds = list(csv.DictReader(f))
+    assert list(preds[0]) == ["file", "predicted_class", "predicted_index", "prob_normal", "prob_pneumonia"]
+    assert sorted(r["file"] for r in preds) == sorted(test_images)
+    probs = torch.tensor([[float(r["prob_normal"]), float(r["prob_pneumonia"])] for r in preds])
+    assert torch.allclose(probs.sum(1), torch.ones(len(preds)), atol=1e-5)
+    assert [int(r["predicted_index"]) for r in preds] == probs.argmax(1).tolist()
 
     # TorchScript export of the best checkpoint gives the same logits as the network it was saved from
     ts = tmp_path / "model.ts"
@@ -229,10 +232,13 @@ def test_bundle_train_evaluate_inference(tmp_path, modality):
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["modality"] == modality and summary["epochs_completed"] == 1 and not summary["demo_data"]
     assert (out / "checkpoints" / "best.pt").is_file() and (out / "eval" / "robustness.json").is_file()
-    preds = list(csv.reader(open(out / "inference" / "predictions.csv")))
-    # a folder input: every image, no BUSI mask
+    with open(out / "inference" / "predictions.csv", newline="") as f:
+        preds = list(csv.DictReader(f))
+    # a folder input: every image, no BUSI mask, the run's class names
     n_images = len([p for p in data.rglob("*.*") if "_mask" not in p.name])
-    assert len(preds) == n_images and not [r for r in preds if "_mask" in r[0]]
+    assert len(preds) == n_images and not [r for r in preds if "_mask" in r["file"]]
+    assert {r["predicted_class"] for r in preds} <= set(summary["class_names"])
+    assert [k for k in preds[0] if k.startswith("prob_")] == [f"prob_{c}" for c in summary["class_names"]]
 
 
 @pytest.mark.slow

@@ -166,7 +166,7 @@ def test_chest_xray_bundle_cuda_amp_train_evaluate_inference(tmp_path):
             "bundles/chest_xray/inference.json", "--output_dir", str(out), "--device", "cuda", "--backbone", "resnet18"
         )
     )
-    with open(out / "inference" / "predictions.csv") as f:
-        preds = list(csv.reader(f))
-    probs = torch.tensor([[float(v) for v in r[1:]] for r in preds])
+    with open(out / "inference" / "predictions.csv", newline="") as f:
+        preds = list(csv.DictReader(f))
+    probs = torch.tensor([[float(r["prob_normal"]), float(r["prob_pneumonia"])] for r in preds])
     assert len(preds) > 0 and torch.allclose(probs.sum(1), torch.ones(len(preds)), atol=1e-4)

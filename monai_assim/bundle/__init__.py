@@ -2,7 +2,7 @@
 
 from monai_assim.errors import install_excepthook
 
-from .run_files import checkpoint_path, list_images, load_datalist, load_run_summary, run_setting
+from .run_files import checkpoint_path, list_images, load_datalist, load_run_summary, run_class_names, run_setting
 from .run_setup import DEMO_NOTICE_FILE, SUMMARY_FILE, RunSetup, default_output_dir, find_dataset
 
 install_excepthook()  # user errors of a bundle command end stderr with their message and hint
@@ -17,5 +17,6 @@ __all__ = [
     "list_images",
     "load_datalist",
     "load_run_summary",
+    "run_class_names",
     "run_setting",
 ]

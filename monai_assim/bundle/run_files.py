@@ -15,7 +15,7 @@ from typing import Any
 from monai_assim.bundle.run_setup import SUMMARY_FILE
 from monai_assim.errors import MissingInputError
 
-__all__ = ["checkpoint_path", "list_images", "load_datalist", "load_run_summary", "run_setting"]
+__all__ = ["checkpoint_path", "list_images", "load_datalist", "load_run_summary", "run_class_names", "run_setting"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,24 @@ def run_setting(value: Any, output_dir: str | os.PathLike, key: str) -> Any:
         logger.info(f"setting {key} = {settings[key]!r}   ('auto': from {Path(output_dir) / SUMMARY_FILE})")
         return settings[key]
     return value
+
+
+def run_class_names(value: Any, output_dir: str | os.PathLike) -> list[str]:
+    """
+    ``value`` (a list of class names, in the order of the network's outputs), or, when it is ``"auto"``,
+    the ``class_names`` the training run in ``output_dir`` recorded in its summary.
+    """
+    if isinstance(value, str) and value.lower() == "auto":
+        summary = load_run_summary(output_dir)
+        if "class_names" not in summary:
+            raise KeyError(
+                f"the run summary in {output_dir} has no 'class_names'; pass them, e.g. "
+                "--class_names \"['normal', 'pneumonia']\"."
+            )
+        value = summary["class_names"]
+    if isinstance(value, str) or not all(isinstance(c, str) for c in value):
+        raise ValueError(f"class_names must be a list of class names or 'auto', got {value!r}.")
+    return list(value)
 
 
 def load_datalist(output_dir: str | os.PathLike, split: str = "test") -> list[dict]:

@@ -1,6 +1,7 @@
 """Data: public data set layouts, discovery and splits, synthetic demo sets, the loading pipeline."""
 
 from .layouts import IMAGE_SUFFIXES, LAYOUTS, MODALITIES, DatasetLayout, get_layout
+from .readable import ERROR_KEY, SOURCE_KEY, ReadableDataset, require_readable, split_readable
 from .splits import (
     SPLITS,
     DatalistPlan,
@@ -24,6 +25,9 @@ __all__ = [
     "SPLITS",
     "DatalistPlan",
     "DatasetLayout",
+    "ERROR_KEY",
+    "ReadableDataset",
+    "SOURCE_KEY",
     "build_datalists",
     "check_image",
     "class_counts",
@@ -36,6 +40,8 @@ __all__ = [
     "plan_datalists",
     "spatial_size",
     "squeeze_to_2d",
+    "require_readable",
+    "split_readable",
     "to_grey_unit",
     "write_datalists",
 ]

@@ -8,13 +8,17 @@ from monai_assim.handlers.adversarial_robustness import (
     robustness_metric_names,
 )
 from monai_assim.handlers.checkpoint import AtomicCheckpointSaver, atomic_torch_save
+from monai_assim.handlers.prediction_saver import ERRORS_COLUMNS, PredictionSaver, prediction_columns
 
 __all__ = [
     "AdversarialRobustnessHandler",
     "AtomicCheckpointSaver",
     "atomic_torch_save",
     "DEFAULT_ATTACKS",
+    "ERRORS_COLUMNS",
+    "PredictionSaver",
     "RESULT_COLUMNS",
     "eps_tag",
+    "prediction_columns",
     "robustness_metric_names",
 ]
