@@ -85,7 +85,9 @@ def mixed(tmp_path):
 def test_inference_batches_mixed_formats(mixed):
     """inference.json's DataLoader over a mixed folder: one batch of all five files, each the right pixels."""
     folder, expected = mixed
-    parser = parse("inference.json", input=str(folder), image_size=list(SHAPE), batch_size=8)
+    parser = parse(
+        "inference.json", input=str(folder), image_size=list(SHAPE), batch_size=8, class_names=["normal", "abnormal"]
+    )
     _check_batch(next(iter(parser.get_parsed_content("dataloader"))), expected)
 
 
@@ -93,7 +95,7 @@ def _fake_run(run: Path, images: list[Path]) -> Path:
     """A training run folder as evaluate/inference read it: summary and split lists (labels alternate)."""
     (run / "datalists").mkdir(parents=True)
     settings = {"image_size": list(SHAPE), "mean": None, "std": None}
-    (run / "run_summary.json").write_text(json.dumps({"settings": settings}))
+    (run / "run_summary.json").write_text(json.dumps({"settings": settings, "class_names": ["normal", "abnormal"]}))
     test = [{"image": str(p), "label": i % 2} for i, p in enumerate(images)]
     (run / "datalists" / "splits.json").write_text(json.dumps({"train": [], "validation": [], "test": test}))
     return run
