@@ -23,6 +23,7 @@ from monai_assim.bundle.export import bundle_file, exported_config
 from monai_assim.networks import AssimilationNet
 
 MODALITY = "chest_ct"
+BACKBONE = {"backbone": "resnet18"}
 #: files of MONAI's model-zoo layout that every export writes.
 LAYOUT = (
     "configs/metadata.json",
@@ -38,20 +39,26 @@ LAYOUT = (
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> dict:
-    """A tiny chest_ct run: trained (lr 1e-2, so the weights move), evaluated, and its inference on the data."""
+    """
+    A tiny chest_ct run, trained, evaluated and applied to its data. ResNet18, since an untrained or briefly
+    trained MobileNetV2 gives the same logits for every 32 px image, which would hide a wrong preprocessing.
+    """
     root = tmp_path_factory.mktemp("export_run")
     data, out = tiny_dataset(root, MODALITY), root / "run"
     b = f"bundles/{MODALITY}"
-    train_kw = {**TINY_KW, "learning_rate": 0.01}
+    train_kw = {**TINY_KW, **BACKBONE}
+    eval_kw = {**TINY_EVAL_KW, **BACKBONE}
     script = "\n".join(
         [
             "from monai.bundle import run",
             f"run(config_file='{b}/train.json', dataset_dir={str(data)!r}, output_dir={str(out)!r}, **{train_kw!r})",
-            f"run(config_file='{b}/evaluate.json', output_dir={str(out)!r}, **{TINY_EVAL_KW!r})",
-            f"run(config_file='{b}/inference.json', output_dir={str(out)!r}, backbone='mobilenet_v2', input={str(data)!r})",
+            f"run(config_file='{b}/evaluate.json', output_dir={str(out)!r}, **{eval_kw!r})",
+            f"run(config_file='{b}/inference.json', output_dir={str(out)!r}, **{BACKBONE!r}, input={str(data)!r})",
         ]
     )
     run_ok([PYTHON, "-c", script])
+    probs = list(_predictions(out / "inference" / "predictions.csv").values())
+    assert len({tuple(p) for p in probs}) > 1, "the run's network gives every image the same output"
     return {"root": root, "data": data, "out": out, "predictions": out / "inference" / "predictions.csv"}
 
 
@@ -88,7 +95,7 @@ def _assert_same_predictions(got: Path, expected: Path) -> None:
 
 
 def _source_network(run) -> torch.nn.Module:
-    net = AssimilationNet("mobilenet_v2", num_classes=2, pretrained="none").eval()
+    net = AssimilationNet("resnet18", num_classes=2, pretrained="none").eval()
     net.load_state_dict(torch.load(run["out"] / "checkpoints" / "best.pt", weights_only=True)["network"])
     return net
 
@@ -147,14 +154,14 @@ def test_export_layout_metadata_readme(run, exported):
     for name in ("inference.json", "evaluate.json"):
         text = (exported / "configs" / name).read_text()
         config = json.loads(text)
-        assert config["bundle_root"] == "." and config["image_size"] == 32 and config["backbone"] == "mobilenet_v2"
+        assert config["bundle_root"] == "." and config["image_size"] == 32 and config["backbone"] == "resnet18"
         assert config["modality"] == MODALITY and "MODALITY" not in text
         for forbidden in (str(REPO), "bundles/", str(run["out"]), "run_setting", '"auto"'):
             assert forbidden not in text, (name, forbidden)
 
     readme = (exported / "docs" / "README.md").read_text()
     assert "IQ-OTH/NCCD" in readme and "CC BY 4.0" in readme and "malignant" in readme
-    assert "| backbone | mobilenet_v2 |" in readme and f"{clean[0]['accuracy']:.4f}" in readme
+    assert "| backbone | resnet18 |" in readme and f"{clean[0]['accuracy']:.4f}" in readme
     assert "| FGSM | attack |" in readme and "DEMO DATA" not in readme
     assert (exported / "docs" / "robustness.png").read_bytes() == (run["out"] / "eval" / "robustness.png").read_bytes()
     assert "Apache License" in (exported / "LICENSE").read_text()
@@ -255,7 +262,9 @@ def test_demo_run_says_so(run, tmp_path):
     meta = json.loads((dest / "configs" / "metadata.json").read_text())
     assert meta["demo_data"] is True and "SYNTHETIC DEMO DATA" in meta["data_source"]
     assert "DEMO DATA" in meta["changelog"][meta["version"]]
-    assert "DEMO DATA" in (dest / "docs" / "README.md").read_text().split("\n## Data")[0]
+    readme = (dest / "docs" / "README.md").read_text()
+    assert "> **DEMO DATA.** This network was trained on a synthetic demo set" in readme.split("\n## Data")[0]
+    assert "(NOT used: synthetic demo data)" in readme
 
 
 def test_refusals_write_nothing(run, tmp_path, monkeypatch):
@@ -299,18 +308,19 @@ def test_refusals_write_nothing(run, tmp_path, monkeypatch):
 
 
 def test_exported_configs_follow_the_templates(run):
-    """The exported configs are the current templates with run-dependent keys replaced (other keys untouched)."""
+    """The current templates with the run's values put in (other keys untouched), for any run settings."""
     summary = json.loads((run["out"] / "run_summary.json").read_text())
+    other = {"backbone": "densenet121", "variant": "vanilla", "image_size": 48, "mean": 0.25, "std": 0.5}
+    summary["settings"].update(other)
     for name in ("inference.json", "evaluate.json"):
         template = json.loads((REPO / "bundles" / "common" / name).read_text().replace("MODALITY", MODALITY))
         config = exported_config(name, summary)
-        for key in ("batch_size", "postprocessing", "evaluator", "run", "handlers"):
-            if key == "handlers":
-                assert len(config[key]) == len(template[key])
-            else:
-                assert config[key] == template[key], key
+        for key in ("batch_size", "postprocessing", "evaluator", "run", "imports"):
+            assert config[key] == template[key], key
+        assert len(config["handlers"]) == len(template["handlers"])
         assert config["ckpt_path"] == "$monai_assim.bundle.bundle_file(@bundle_root, 'models', 'model.pt')"
-        assert config["mean"] == summary["settings"]["mean"] and config["variant"] == summary["settings"]["variant"]
+        assert {k: config[k] for k in other} == other and config["bundle_root"] == "."
+        assert config["network_def"]["mean"] == "@mean" and "48" not in json.dumps(template)
 
 
 def test_cli_usage_errors(tmp_path, capsys):

@@ -57,7 +57,7 @@ EXPORT_VERSION = "0.1.0"
 MODEL_PATH_EXPR = "$monai_assim.bundle.bundle_file(@bundle_root, 'models', 'model.pt')"
 #: expressions that read a training run's folder; none may be left in an exported config.
 RUN_FOLDER_CALLS = ("run_setting", "checkpoint_path", "load_datalist", "load_run_summary", "default_output_dir")
-_RUN_SETTING = re.compile(r"monai_assim\.bundle\.run_setting\(\s*@(\w+)\s*,\s*@output_dir\s*,\s*'\w+'\s*\)")
+_RUN_SETTING = re.compile(r"monai_assim\.bundle\.run_setting\(\s*@(\w+)\s*,\s*@output_dir\s*,\s*['\"]\w+['\"]\s*\)")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -368,8 +368,9 @@ def _readme(meta: Mapping[str, Any], name: str, results: Mapping[str, Any]) -> s
         "",
         "```python",
         "import monai",
-        f'net = monai.bundle.load("{name}", bundle_dir="<folder holding {name}>", workflow_type="inference",',
-        '                         source="monaihosting", device="cpu")  # finds the local files first; no download',
+        f'net = monai.bundle.load("{name}", bundle_dir="<folder holding {name}>", workflow_type="inference")',
+        "# load finds <bundle_dir>/<name>/models/model.pt and does not download; workflow_type='inference'",
+        "# builds network_def from configs/inference.json (the default 'train' returns the state dict)",
         "```",
         "",
         "`models/model.ts` is the TorchScript module (`torch.jit.load`), `models/model.pt` the state dict.",
