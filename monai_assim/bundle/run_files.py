@@ -111,6 +111,8 @@ def list_images(
     """
     from monai_assim.data import IMAGE_SUFFIXES, is_image_file
 
+    if inputs is None:
+        raise ValueError("no input given: pass --input <folder, image file or list of them>.")
     if isinstance(inputs, (str, os.PathLike)) and str(inputs).lower() == "auto":
         if output_dir is None:
             raise ValueError("inputs='auto' needs the output_dir of a training run.")

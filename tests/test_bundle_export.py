@@ -1,0 +1,331 @@
+"""
+``python -m monai_assim.bundle export``: a trained run written as a bundle in MONAI's model-zoo layout,
+run and loaded with MONAI's own tools from elsewhere (folder and zip), demo runs labelled, refusals that
+write nothing.
+
+One tiny chest_ct run (trained, evaluated and applied once, module-scoped) serves every test.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from test_bundles import PYTHON, REPO, TINY_EVAL_KW, TINY_KW, run_ok, tiny_dataset
+
+from monai_assim.bundle import export_bundle, labelled_images, list_images
+from monai_assim.bundle.export import bundle_file, exported_config
+from monai_assim.networks import AssimilationNet
+
+MODALITY = "chest_ct"
+BACKBONE = {"backbone": "resnet18"}
+#: files of MONAI's model-zoo layout that every export writes.
+LAYOUT = (
+    "configs/metadata.json",
+    "configs/inference.json",
+    "configs/evaluate.json",
+    "configs/logging.conf",
+    "models/model.pt",
+    "models/model.ts",
+    "docs/README.md",
+    "LICENSE",
+)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    """
+    A tiny chest_ct run, trained, evaluated and applied to its data. ResNet18, since an untrained or briefly
+    trained MobileNetV2 gives the same logits for every 32 px image, which would hide a wrong preprocessing.
+    """
+    root = tmp_path_factory.mktemp("export_run")
+    data, out = tiny_dataset(root, MODALITY), root / "run"
+    b = f"bundles/{MODALITY}"
+    train_kw = {**TINY_KW, **BACKBONE}
+    eval_kw = {**TINY_EVAL_KW, **BACKBONE}
+    script = "\n".join(
+        [
+            "from monai.bundle import run",
+            f"run(config_file='{b}/train.json', dataset_dir={str(data)!r}, output_dir={str(out)!r}, **{train_kw!r})",
+            f"run(config_file='{b}/evaluate.json', output_dir={str(out)!r}, **{eval_kw!r})",
+            f"run(config_file='{b}/inference.json', output_dir={str(out)!r}, **{BACKBONE!r}, input={str(data)!r})",
+        ]
+    )
+    run_ok([PYTHON, "-c", script])
+    probs = list(_predictions(out / "inference" / "predictions.csv").values())
+    assert len({tuple(p) for p in probs}) > 1, "the run's network gives every image the same output"
+    return {"root": root, "data": data, "out": out, "predictions": out / "inference" / "predictions.csv"}
+
+
+@pytest.fixture(scope="module")
+def exported(run) -> Path:
+    """The run exported as the folder ``<root>/exports/ct_model``."""
+    dest = export_bundle(run["out"], run["root"] / "exports" / "ct_model")
+    assert dest == run["root"] / "exports" / "ct_model"
+    return dest
+
+
+def _predictions(path: Path) -> dict[str, list[float]]:
+    """image path -> the numbers of its row in a predictions.csv (header and text columns ignored)."""
+    preds = {}
+    for row in csv.reader(open(path)):
+        image = next((c for c in row if "/" in c), None)
+        values = []
+        for cell in row:
+            try:
+                values.append(float(cell))
+            except ValueError:
+                pass
+        if image is not None and values:
+            preds[image] = values
+    assert preds, f"no predictions in {path}"
+    return preds
+
+
+def _assert_same_predictions(got: Path, expected: Path) -> None:
+    a, b = _predictions(got), _predictions(expected)
+    assert sorted(a) == sorted(b)
+    for image in a:
+        torch.testing.assert_close(torch.tensor(a[image]), torch.tensor(b[image]), rtol=1e-5, atol=1e-6)
+
+
+def _source_network(run) -> torch.nn.Module:
+    net = AssimilationNet("resnet18", num_classes=2, pretrained="none").eval()
+    net.load_state_dict(torch.load(run["out"] / "checkpoints" / "best.pt", weights_only=True)["network"])
+    return net
+
+
+def _assert_loads_trained_network(run, name: str, bundle_dir: Path) -> None:
+    """``monai.bundle.load`` (offline: the files are there) gives the trained network, and model.ts its logits."""
+    import monai
+
+    x = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    net = monai.bundle.load(name, bundle_dir=str(bundle_dir), workflow_type="inference", device="cpu")
+    assert isinstance(net, AssimilationNet)
+    ts, meta, _ = monai.bundle.load(name, bundle_dir=str(bundle_dir), load_ts_module=True, device="cpu")
+    with torch.no_grad():
+        expected = _source_network(run)(x)
+        torch.testing.assert_close(net.eval()(x), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ts.eval()(x), expected, rtol=1e-4, atol=1e-5)
+    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [32, 32]
+
+
+def _no_temporary_files(folder: Path) -> bool:
+    return not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_export_layout_metadata_readme(run, exported):
+    """Model-zoo layout; metadata with the run's settings, versions, data set and licence; README with results."""
+    import monai
+    import numpy
+
+    for f in LAYOUT:
+        assert (exported / f).is_file(), f
+    assert _no_temporary_files(exported.parent)
+    summary = json.loads((run["out"] / "run_summary.json").read_text())
+    meta = json.loads((exported / "configs" / "metadata.json").read_text())
+    for key in ("version", "changelog", "task", "description", "authors", "copyright", "required_packages_version"):
+        assert meta.get(key), key
+    assert meta["version"] in meta["changelog"]
+    assert (meta["monai_version"], meta["numpy_version"]) == (monai.__version__, numpy.__version__)
+    assert meta["pytorch_version"] == torch.__version__.split("+")[0]
+    assert meta["training"]["settings"] == summary["settings"] and meta["training"]["seed"] == summary["seed"]
+    assert meta["dataset"] == "IQ-OTH/NCCD lung cancer CT" and meta["dataset_licence"] == "CC BY 4.0"
+    assert meta["demo_data"] is False
+    fmt = meta["network_data_format"]
+    assert fmt["inputs"]["image"]["spatial_shape"] == [32, 32] and fmt["inputs"]["image"]["num_channels"] == 1
+    assert fmt["outputs"]["pred"]["channel_def"] == {"0": "normal or benign", "1": "malignant"}
+    clean = [
+        r for r in json.loads((run["out"] / "eval" / "robustness.json").read_text())["rows"] if r["role"] == "clean"
+    ]
+    assert meta["eval_metrics"]["accuracy"] == pytest.approx(clean[0]["accuracy"])
+
+    # the weights: a plain state dict, loadable with weights_only, equal to the run's best checkpoint
+    state = torch.load(exported / "models" / "model.pt", weights_only=True)
+    source = torch.load(run["out"] / "checkpoints" / "best.pt", weights_only=True)["network"]
+    assert state.keys() == source.keys() and all(torch.equal(state[k], source[k]) for k in state)
+
+    # self-contained configs: bundle_root ".", the run's settings as values, no path into the repo or the run
+    for name in ("inference.json", "evaluate.json"):
+        text = (exported / "configs" / name).read_text()
+        config = json.loads(text)
+        assert config["bundle_root"] == "." and config["image_size"] == 32 and config["backbone"] == "resnet18"
+        assert config["modality"] == MODALITY and "MODALITY" not in text
+        for forbidden in (str(REPO), "bundles/", str(run["out"]), "run_setting", '"auto"'):
+            assert forbidden not in text, (name, forbidden)
+
+    readme = (exported / "docs" / "README.md").read_text()
+    assert "IQ-OTH/NCCD" in readme and "CC BY 4.0" in readme and "malignant" in readme
+    assert "| backbone | resnet18 |" in readme and f"{clean[0]['accuracy']:.4f}" in readme
+    assert "| FGSM | attack |" in readme and "DEMO DATA" not in readme
+    assert (exported / "docs" / "robustness.png").read_bytes() == (run["out"] / "eval" / "robustness.png").read_bytes()
+    assert "Apache License" in (exported / "LICENSE").read_text()
+
+
+@pytest.mark.slow
+def test_exported_inference_from_another_folder(run, exported, tmp_path):
+    """`monai.bundle run --config_file <dest>/configs/inference.json --bundle_root <dest> --input` = the run's predictions."""
+    cmd = [PYTHON, "-m", "monai.bundle", "run", "--config_file", str(exported / "configs" / "inference.json")]
+    run_ok([*cmd, "--bundle_root", str(exported), "--input", str(run["data"])], cwd=tmp_path)
+    _assert_same_predictions(tmp_path / "inference" / "predictions.csv", run["predictions"])
+
+
+def test_exported_config_errors_are_clear(tmp_path, monkeypatch):
+    """Without --input or outside the bundle folder without --bundle_root: errors that say what to pass."""
+    with pytest.raises(ValueError, match="pass --input"):
+        list_images(None)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="--bundle_root"):
+        bundle_file(".", "models", "model.pt")
+    with pytest.raises(ValueError, match="--dataset_dir"):
+        labelled_images(None, MODALITY)
+
+
+def test_load_returns_the_trained_network(run, exported):
+    """`monai.bundle.load(<name>, bundle_dir=<parent>)`: the network with the trained weights (and model.ts)."""
+    _assert_loads_trained_network(run, exported.name, exported.parent)
+
+
+@pytest.mark.slow
+def test_verify_net_in_out(exported):
+    """`python -m monai.bundle verify_net_in_out` passes on the exported bundle (network_data_format)."""
+    c = exported / "configs"
+    cmd = [PYTHON, "-m", "monai.bundle", "verify_net_in_out", "network_def"]
+    out = run_ok([*cmd, "--config_file", str(c / "inference.json"), "--meta_file", str(c / "metadata.json")])
+    assert "verified with no error" in out
+
+
+@pytest.mark.slow
+def test_zip_unpacked_elsewhere(run, tmp_path):
+    """`export --zip --name`: an archive that unpacks to <name>/; predictions and load work from there."""
+    out = run_ok(
+        [
+            PYTHON,
+            "-m",
+            "monai_assim.bundle",
+            "export",
+            str(run["out"]),
+            str(tmp_path / "ct"),
+            "--zip",
+            "--name",
+            "ct_zip",
+        ]
+    )
+    archive = tmp_path / "ct.zip"
+    assert f"-> {archive}" in out and not (tmp_path / "ct").exists() and _no_temporary_files(tmp_path)
+    unpacked = tmp_path / "elsewhere"
+    zipfile.ZipFile(archive).extractall(unpacked)
+    for f in LAYOUT:
+        assert (unpacked / "ct_zip" / f).is_file(), f
+    # run from the bundle's own folder: bundle_root "." as in the model zoo
+    bundle = unpacked / "ct_zip"
+    run_ok(
+        [PYTHON, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--input", str(run["data"])],
+        cwd=bundle,
+    )
+    _assert_same_predictions(bundle / "inference" / "predictions.csv", run["predictions"])
+    _assert_loads_trained_network(run, "ct_zip", unpacked)
+
+
+@pytest.mark.slow
+def test_exported_evaluate_on_a_labelled_folder(run, exported, tmp_path):
+    """The exported evaluate.json evaluates every image of a data set folder (--dataset_dir), outputs in ./eval."""
+    cmd = [PYTHON, "-m", "monai.bundle", "run", "--config_file", str(exported / "configs" / "evaluate.json")]
+    args = [
+        "--bundle_root",
+        str(exported),
+        "--dataset_dir",
+        str(run["data"]),
+        "--attacks",
+        "['FGSM']",
+        "--eps",
+        "[0.03]",
+    ]
+    run_ok([*cmd, *args, "--check_eps", "$None"], cwd=tmp_path)
+    rows = json.loads((tmp_path / "eval" / "robustness.json").read_text())["rows"]
+    n_images = len(list(run["data"].rglob("*.jpg")))
+    assert [int(r["n"]) for r in rows if r["role"] == "clean"] == [n_images]
+
+
+def test_demo_run_says_so(run, tmp_path):
+    """An export of a demo-data run says so in metadata.json (demo_data, data_source) and in the README."""
+    demo = tmp_path / "demo_run"
+    shutil.copytree(run["out"], demo, ignore=shutil.ignore_patterns("tensorboard", "inference"))
+    summary = json.loads((demo / "run_summary.json").read_text())
+    (demo / "run_summary.json").write_text(json.dumps({**summary, "demo_data": True}))
+    dest = export_bundle(demo, tmp_path / "demo_model")
+    meta = json.loads((dest / "configs" / "metadata.json").read_text())
+    assert meta["demo_data"] is True and "SYNTHETIC DEMO DATA" in meta["data_source"]
+    assert "DEMO DATA" in meta["changelog"][meta["version"]]
+    readme = (dest / "docs" / "README.md").read_text()
+    assert "> **DEMO DATA.** This network was trained on a synthetic demo set" in readme.split("\n## Data")[0]
+    assert "(NOT used: synthetic demo data)" in readme
+
+
+def test_refusals_write_nothing(run, tmp_path, monkeypatch):
+    """No checkpoint, a non-empty destination, a failure half-way: a clear error and nothing written."""
+    no_ckpt = tmp_path / "no_ckpt"
+    shutil.copytree(run["out"], no_ckpt, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+    with pytest.raises(FileNotFoundError, match=r"cannot export .*best\.pt not found"):
+        export_bundle(no_ckpt, tmp_path / "out" / "model")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(FileNotFoundError, match="cannot export"):
+        export_bundle(tmp_path / "missing_run", tmp_path / "model")
+
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        export_bundle(run["out"], full)
+    assert [p.name for p in full.iterdir()] == ["notes.txt"]
+    (tmp_path / "taken.zip").write_text("old")
+    with pytest.raises(FileExistsError, match="taken.zip"):
+        export_bundle(run["out"], tmp_path / "taken", zip=True)
+    assert (tmp_path / "taken.zip").read_text() == "old"
+
+    # a failure after the bundle was half built (TorchScript export) leaves no destination and no temporary files
+    import monai.bundle
+
+    def fail(**kwargs):
+        raise RuntimeError("boom while exporting TorchScript")
+
+    monkeypatch.setattr(monai.bundle, "ckpt_export", fail)
+    (tmp_path / "half").mkdir()
+    with pytest.raises(RuntimeError, match="boom"):
+        export_bundle(run["out"], tmp_path / "half" / "model")
+    assert list((tmp_path / "half").iterdir()) == []
+
+    # an empty destination folder is fine (it is replaced by the bundle)
+    monkeypatch.undo()
+    (tmp_path / "empty").mkdir()
+    dest = export_bundle(run["out"], tmp_path / "empty")
+    assert (dest / "models" / "model.ts").is_file()
+
+
+def test_exported_configs_follow_the_templates(run):
+    """The current templates with the run's values put in (other keys untouched), for any run settings."""
+    summary = json.loads((run["out"] / "run_summary.json").read_text())
+    other = {"backbone": "densenet121", "variant": "vanilla", "image_size": 48, "mean": 0.25, "std": 0.5}
+    summary["settings"].update(other)
+    for name in ("inference.json", "evaluate.json"):
+        template = json.loads((REPO / "bundles" / "common" / name).read_text().replace("MODALITY", MODALITY))
+        config = exported_config(name, summary)
+        for key in ("batch_size", "postprocessing", "evaluator", "run", "imports"):
+            assert config[key] == template[key], key
+        assert len(config["handlers"]) == len(template["handlers"])
+        assert config["ckpt_path"] == "$monai_assim.bundle.bundle_file(@bundle_root, 'models', 'model.pt')"
+        assert {k: config[k] for k in other} == other and config["bundle_root"] == "."
+        assert config["network_def"]["mean"] == "@mean" and "48" not in json.dumps(template)
+
+
+def test_cli_usage_errors(tmp_path, capsys):
+    """`python -m monai_assim.bundle export` on a folder without a run: exit 2, the message, nothing written."""
+    from monai_assim.bundle.__main__ import main
+
+    assert main(["export", str(tmp_path / "nope"), str(tmp_path / "dest")]) == 2
+    assert "error: cannot export" in capsys.readouterr().err and not (tmp_path / "dest").exists()
