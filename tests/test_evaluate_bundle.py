@@ -134,3 +134,23 @@ def test_bundle_compare_with_reads_saved_results_only(trained_run, tmp_path):
     table = {r["attack"]: r for r in csv.DictReader(open(own / "eval" / "compare_vanilla_run.csv"))}
     assert float(table["FGSM"]["difference"]) == pytest.approx(-0.25)
     assert "| FGSM | attack | 7.65 | 0.2500 | 0.5000 | -0.2500 | 4 |" in log  # the table is logged too
+
+
+def test_study_keeps_square_on_its_whole_grid(tmp_path, monkeypatch):
+    """The study gives evaluate.json an explicit attack_eps (empty unless set), so the bundle's default (Square
+    at the largest eps only) does not change a study's attacks."""
+    import monai_assim.study as study
+
+    specs = []
+
+    def stop(spec):
+        specs.append(spec)
+        raise KeyboardInterrupt  # stop before any training
+
+    monkeypatch.setattr(study, "run_job", stop)
+    with pytest.raises(KeyboardInterrupt):
+        study.run_study("chest_xray", output_dir=tmp_path, arms=["vanilla"])
+    assert specs[0]["eval_override"]["attack_eps"] == {}
+    with pytest.raises(KeyboardInterrupt):
+        study.run_study("chest_xray", output_dir=tmp_path, arms=["vanilla"], attack_eps={"Square": [8 / 255]})
+    assert specs[1]["eval_override"]["attack_eps"] == {"Square": [8 / 255]}
