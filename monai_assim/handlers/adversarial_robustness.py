@@ -356,6 +356,7 @@ class AdversarialRobustnessHandler:
         return keys[:n_grid] + worst + keys[n_grid:] + check_worst
 
     def _reset(self) -> None:
+        self._epoch_start = time.perf_counter()
         self._batch_index = 0
         self._n = 0
         self._clean_correct = 0
@@ -373,7 +374,6 @@ class AdversarialRobustnessHandler:
 
     def _epoch_started(self, engine: Engine) -> None:
         self._reset()
-        self._epoch_start = time.perf_counter()
         if idist.get_rank() == 0:
             self._log_cost(engine)
         if self.progress and has_tqdm and idist.get_rank() == 0:
@@ -605,7 +605,7 @@ class AdversarialRobustnessHandler:
     def _finish(self, engine: Engine) -> None:
         self._finished = True
         if idist.get_rank() == 0:
-            took = time.perf_counter() - getattr(self, "_epoch_start", time.perf_counter())
+            took = time.perf_counter() - self._epoch_start
             batches = _plural(self._batch_index, "batch", "batches")
             self.logger.info(f"robustness evaluation: {batches} took {format_duration(took)}")
         if self._pbar is not None:
