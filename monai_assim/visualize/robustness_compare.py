@@ -120,12 +120,9 @@ def comparison_rows(
     return rows
 
 
-def _cell(v: Any, signed: bool = False) -> str:
-    if isinstance(v, float):
-        if math.isnan(v):
-            return ""
-        return f"{v:+.4f}" if signed else f"{v:g}" if v.is_integer() else f"{v:.4f}"
-    return str(v)
+def _cell(v: float, signed: bool = False) -> str:
+    """An accuracy (or difference) with 4 decimals; empty when missing."""
+    return "" if math.isnan(v) else f"{v:+.4f}" if signed else f"{v:.4f}"
 
 
 def _markdown(rows: list[dict[str, Any]], labels: tuple[str, str], sources: tuple[str, str]) -> str:
@@ -139,7 +136,7 @@ def _markdown(rows: list[dict[str, Any]], labels: tuple[str, str], sources: tupl
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        n = {_cell(r["n_this"]), _cell(r["n_other"])} - {""}
+        n = {f"{v:g}" for v in (r["n_this"], r["n_other"]) if not math.isnan(v)}
         out.append(
             f"| {r['attack']} | {r['role']} | {r['eps_255']:g} | {_cell(r['accuracy_this'])} | "
             f"{_cell(r['accuracy_other'])} | {_cell(r['difference'], signed=True)} | {' / '.join(sorted(n))} |"
