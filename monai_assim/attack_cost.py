@@ -94,14 +94,16 @@ class EvaluationCost:
 
     def lines(self) -> list[str]:
         """A readable account: one summary line, then one line per entry."""
-        bound = "" if self.exact else "up to "
+        # Square's bound is on forward passes only; APGD's on both
+        g_bound = "" if all(e.exact or e.grads == 0 for e in self.entries) else "up to "
+        f_bound = "" if self.exact else "up to "
         head = (
-            f"cost of the robustness evaluation: {self.runs} (attack, eps) runs; per image {bound}"
-            f"{self.grads_per_image:,} forward+backward and {bound}{self.forwards_per_image:,} forward passes"
+            f"cost of the robustness evaluation: {self.runs} (attack, eps) runs; per image {g_bound}"
+            f"{self.grads_per_image:,} forward+backward and {f_bound}{self.forwards_per_image:,} forward passes"
         )
         if self.n_images is not None:
             head += (
-                f"; on {self.n_images:,} images {bound}{self.total_grads:,} forward+backward and {bound}"
+                f"; on {self.n_images:,} images {g_bound}{self.total_grads:,} forward+backward and {f_bound}"
                 f"{self.total_forwards:,} forward passes"
             )
         head += " (forward passes: the clean one, and per (attack, eps) 1 to score the adversarial batch plus the attack's own)"

@@ -144,3 +144,14 @@ def test_handler_logs_cost_first_then_time_estimate_and_progress(caplog):
     assert lines[progress[6]] == "attack PGD eps 2/255 (3/4), batch 2/2"
     estimate = next(i for i, m in enumerate(lines) if "the first batch (3 images) took" in m)
     assert progress[3] < estimate < progress[4] and "2 batches will take about" in lines[estimate]
+
+
+def test_cost_lines_say_which_counts_are_bounds():
+    """Square bounds the forward passes only (its gradients are exactly none); APGD bounds both."""
+    square = estimate_cost([("PGD", {"steps": 2}, [1 / 255]), ("Square", {"n_queries": 10}, [1 / 255])], 4)
+    assert "per image 2 forward+backward and up to 16 forward passes" in square.lines()[0]
+    assert (
+        "  Square at eps 1/255 (n_queries=10): per image and eps no gradient, up to 14 forward passes" in square.lines()
+    )
+    apgd = estimate_cost([("APGD", {"steps": 2}, [1 / 255])])
+    assert "per image up to 3 forward+backward and up to 3 forward passes" in apgd.lines()[0]
