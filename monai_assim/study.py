@@ -596,8 +596,8 @@ def run_study(
     check_seeds = set(seed_list if structure_check_seeds is None else [int(s) for s in structure_check_seeds])
     if eps is not None:
         eval_common["eps"] = list(eps)
-    if attack_eps:
-        eval_common["attack_eps"] = {k: list(v) for k, v in attack_eps.items()}
+    # always given: without it evaluate.json's default would run Square at the largest eps only
+    eval_common["attack_eps"] = {k: list(v) for k, v in (attack_eps or {}).items()}
     if device is not None:
         eval_common["device"] = common["device"]
 

@@ -83,7 +83,12 @@ def test_handler_equals_torchattacks_and_writes_files(tmp_path):
             expected = r_json["n_success"] / r_json["n_clean_correct"]
             assert r_json["success_rate"] == m[f"adv_{r_json['attack']}_eps{k}_asr"] == expected
     assert any("check passed" in line for line in payload["report"])
-    assert any("Square (black-box) not run" in line for line in payload["report"])
+    hint = next(line for line in payload["report"] if "Square (black-box) not run" in line)
+    # why, and the settings that add it: the handler's and the bundles' override
+    assert "include no black-box attack" in hint
+    assert "attacks={'FGSM': {}, 'PGD': {'steps': 5}, 'Square': {'n_queries': 100}}" in hint
+    assert "attack_eps={'Square': [8 / 255]}" in hint
+    assert "evaluate.json --attacks \"{'FGSM': {}, 'PGD': {'steps': 5}, 'Square': {'n_queries': 100}}\"" in hint
 
 
 def test_grouped_eps_matches_per_eps():
@@ -270,8 +275,11 @@ def test_attack_eps_restricts_one_attack_grid():
     assert keys == {("FGSM", 2 / 255), ("FGSM", 8 / 255), ("Square", 8 / 255)}
     row = next(r for r in handler.rows if r["attack"] == "Square")
     assert row["accuracy"] == direct_accuracy_seeded_square(net, x, y, 3)
-    with pytest.raises(ValueError, match="not among the attacks"):
-        AdversarialRobustnessHandler(net, attacks=["FGSM"], attack_eps={"PGD": [1 / 255]})
+    # a grid for an attack that is not run is ignored (the bundles' default grid for Square stays valid when
+    # --attacks leaves Square out); an unknown name is still an error
+    assert AdversarialRobustnessHandler(net, attacks=["FGSM"], attack_eps={"PGD": [1 / 255]}).attack_eps == {}
+    with pytest.raises(ValueError, match="unknown attack"):
+        AdversarialRobustnessHandler(net, attacks=["FGSM"], attack_eps={"Sqare": [1 / 255]})
     with pytest.raises(ValueError, match=r"eps"):
         AdversarialRobustnessHandler(net, attacks=["FGSM"], attack_eps={"FGSM": [2.0]})
 

@@ -13,6 +13,7 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import CommonKeys, IgniteInfo, min_version, optional_import
 
+from monai_assim.attack_cost import EvaluationCost, estimate_cost, format_duration
 from monai_assim.attacks import (
     DEFAULT_EPS,
     PAPER_ATTACKS,
@@ -107,6 +108,10 @@ def robustness_metric_names(
     return names
 
 
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 @contextmanager
 def _attack_mode(network: torch.nn.Module):
     """Eval mode and gradients on; afterwards every submodule's ``training`` flag is restored as it was."""
@@ -154,7 +159,9 @@ class AdversarialRobustnessHandler:
             :mod:`monai_assim.attacks`). Default :data:`DEFAULT_ATTACKS`.
         eps: the eps grid, each in [0, 1]. Default: the paper's 1/255 ... 8/255.
         attack_eps: optional attack name -> its own eps grid, for attacks too costly to run on the whole
-            grid (e.g. ``{"Square": [4 / 255, 8 / 255]}``); the other attacks use ``eps``.
+            grid (e.g. ``{"Square": [4 / 255, 8 / 255]}``); the other attacks use ``eps``. An entry for
+            a supported attack that is not among ``attacks`` is ignored (logged), so a default grid for
+            Square stays valid when the attacks leave Square out; an unknown name is an error.
         seed: base seed of the seeding rule above.
         output_dir: folder for the CSV/JSON result files; None writes no files.
         file_prefix: result file name without extension.
@@ -174,7 +181,10 @@ class AdversarialRobustnessHandler:
             ``engine.state.output`` (MONAI evaluators, batched or decollated), else from
             ``engine.state.batch`` (a dict, or a sequence ``(images, labels, ...)``).
         image_key: key of the images. label_key: key of the labels.
-        progress: show a tqdm bar over batches x attacks (rank 0 only).
+        progress: show a tqdm bar over batches x attacks (rank 0 only). Whatever its value, rank 0 logs
+            (INFO) the cost of the plan before the first attack (:func:`monai_assim.attack_cost.estimate_cost`),
+            the estimated time of the whole evaluation after the first batch, and one line per attack and
+            eps as it starts (``"attack PGD eps 2/255 (3/33), batch 4/10"``).
         save_rank: the rank that writes files under DDP.
         worst_case: add the worst case over attacks, per eps, to the metrics
             (``adv_worst_eps{k}_acc``) and to the summary rows (attack ``"worst"``, role ``"worst"``): the
@@ -236,11 +246,14 @@ class AdversarialRobustnessHandler:
         self.eps = [validate_eps(e) for e in eps]
         if not self.eps or len(set(self.eps)) != len(self.eps):
             raise ValueError(f"eps must be a non-empty grid without repeats, got {list(eps)}.")
+        self.logger = logging.getLogger(__name__)
         self.attack_eps: dict[str, list[float]] = {}
         for name, grid in (attack_eps or {}).items():
-            key = canonical_attack_name(name)
+            key = canonical_attack_name(name)  # an unknown name (a typo) is an error
             if key not in self.attacks:
-                raise ValueError(f"attack_eps names {name!r}, which is not among the attacks {list(self.attacks)}.")
+                # a default grid (e.g. the bundles' one eps for Square) stays valid when the attacks drop it
+                self.logger.info(f"attack_eps for {key} ignored: {key} is not among the attacks {list(self.attacks)}.")
+                continue
             grid = [grid] if isinstance(grid, (int, float)) else list(grid)
             if not grid or len(set(grid)) != len(grid):
                 raise ValueError(f"attack_eps[{name!r}] must be a non-empty grid without repeats, got {grid}.")
@@ -272,9 +285,9 @@ class AdversarialRobustnessHandler:
         if "eps" in self.structure_check_kwargs:
             raise ValueError("the larger-budget check runs on the eps grid; do not give eps in structure_check_kwargs.")
         self.structure: dict[str, float] = {}
-        self.logger = logging.getLogger(__name__)
         self.rows: list[dict[str, Any]] = []
         self.report: list[str] = []
+        self.cost: EvaluationCost | None = None
         self._reset()
 
     # ------------------------------------------------------------------ ignite plumbing
@@ -343,6 +356,7 @@ class AdversarialRobustnessHandler:
         return keys[:n_grid] + worst + keys[n_grid:] + check_worst
 
     def _reset(self) -> None:
+        self._epoch_start = time.perf_counter()
         self._batch_index = 0
         self._n = 0
         self._clean_correct = 0
@@ -360,11 +374,61 @@ class AdversarialRobustnessHandler:
 
     def _epoch_started(self, engine: Engine) -> None:
         self._reset()
+        if idist.get_rank() == 0:
+            self._log_cost(engine)
         if self.progress and has_tqdm and idist.get_rank() == 0:
             length = engine.state.epoch_length
             n_attacks = len(self._plan())
             total = None if length is None else length * n_attacks
             self._pbar = tqdm(total=total, desc="adversarial robustness (batches x attacks)", leave=False)
+
+    # ------------------------------------------------------------------ cost and progress
+    def _runs(self, has_clamps: bool) -> list[tuple[str, str, dict[str, Any], list[tuple[float, ...]]]]:
+        """The plan without the entries whose results are reused (BPDA on a network without clamps)."""
+        return [p for p in self._plan() if p[0] != "check_bpda" or has_clamps]
+
+    def _log_cost(self, engine: Engine) -> None:
+        """Log the passes the plan costs (:func:`~monai_assim.attack_cost.estimate_cost`) before any attack."""
+        net = self.network if self.network is not None else getattr(engine, "network", None)
+        net = unwrap_module(net) if isinstance(net, torch.nn.Module) else None
+        has_clamps = net is not None and any(hasattr(m, "straight_through_clamp") for m in net.modules())
+        try:
+            n_images: int | None = len(engine.state.dataloader.dataset)
+        except (AttributeError, TypeError):
+            n_images = None  # a loader without a sized dataset: per-image counts only
+        try:
+            self.cost = estimate_cost(self._runs(has_clamps), n_images, getattr(net, "num_classes", None))
+        except (TypeError, ValueError) as e:  # the attack itself reports a bad setting when it runs
+            self.logger.warning(f"cost of the robustness evaluation not estimated: {e}")
+            return
+        lines = self.cost.lines()
+        length = engine.state.epoch_length
+        if length is not None:
+            lines[0] += f"; {_plural(int(length), 'batch', 'batches')}, the time follows after the first"
+        for line in lines:
+            self.logger.info(line)
+
+    def _log_progress(self, role: str, name: str, group: tuple[float, ...], first: int, n_runs: int, engine: Engine):
+        """``attack PGD eps 2/255 (3/33), batch 4/10``: the attack and eps about to run."""
+        what = "attack" if role == "attack" else role
+        eps = ", ".join(eps_tag(e) for e in group)
+        runs = f"{first}" if len(group) == 1 else f"{first}-{first + len(group) - 1}"
+        length = engine.state.epoch_length
+        batch = f"{self._batch_index}" if length is None else f"{self._batch_index}/{length}"
+        self.logger.info(f"{what} {name} eps {eps}/255 ({runs}/{n_runs}), batch {batch}")
+
+    def _log_time_estimate(self, engine: Engine, seconds: float, batch_size: int) -> None:
+        """After the first batch: the time of the whole evaluation, the first batch's time x batches."""
+        length = engine.state.epoch_length
+        if length is None:
+            self.logger.info(
+                f"robustness evaluation: the first batch ({batch_size} images) took {format_duration(seconds)}"
+            )
+            return
+        self.logger.info(
+            f"robustness evaluation: the first batch ({batch_size} images) took {format_duration(seconds)}; "
+            f"{_plural(int(length), 'batch', 'batches')} will take about {format_duration(seconds * int(length))} in all"
+        )
 
     # ------------------------------------------------------------------ batch data
     def _get_batch(self, engine: Engine) -> tuple[torch.Tensor, torch.Tensor]:
@@ -428,6 +492,7 @@ class AdversarialRobustnessHandler:
         seed = self.seed + self._batch_index * world + rank
         self._batch_index += 1
         batch_size = images.shape[0]
+        batch_start = time.perf_counter()
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
         with _attack_mode(network):
@@ -455,6 +520,8 @@ class AdversarialRobustnessHandler:
                     self._clamp[1] += fractions["color"] * batch_size
                     self._clamp[2] += batch_size
 
+            n_runs = sum(len(g) for _, _, _, groups in self._runs(has_clamps) for g in groups)
+            run_no = 1
             for role, name, kwargs, groups in self._plan():
                 for group in groups:
                     if role == "check_bpda" and not has_clamps:
@@ -462,6 +529,9 @@ class AdversarialRobustnessHandler:
                         for e in group:
                             self._record((role, name, e), self._correct[("attack", name, e)][-1], clean_correct, 0.0)
                         continue
+                    if rank == 0:
+                        self._log_progress(role, name, group, run_no, n_runs, engine)
+                    run_no += len(group)
                     start = time.perf_counter()
                     with straight_through_clamps(network) if role == "check_bpda" else nullcontext():
                         if len(group) > 1:
@@ -486,6 +556,8 @@ class AdversarialRobustnessHandler:
                 members = self._worst_members(key[0], key[2])
                 worst = worst_case_correct([self._correct[m][-1] for m in members])
                 self._record(key, worst, clean_correct, 0.0)  # seconds: the members' sum, set at the end
+        if self._batch_index == 1 and rank == 0:
+            self._log_time_estimate(engine, time.perf_counter() - batch_start, batch_size)
         length = engine.state.epoch_length
         if length is not None and self._batch_index == int(length):
             self._finish(engine)  # before EPOCH_COMPLETED: every epoch-end handler sees the metrics
@@ -532,6 +604,10 @@ class AdversarialRobustnessHandler:
 
     def _finish(self, engine: Engine) -> None:
         self._finished = True
+        if idist.get_rank() == 0:
+            took = time.perf_counter() - self._epoch_start
+            batches = _plural(self._batch_index, "batch", "batches")
+            self.logger.info(f"robustness evaluation: {batches} took {format_duration(took)}")
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
@@ -648,7 +724,14 @@ class AdversarialRobustnessHandler:
         square = {r["eps"]: r for r in grid if r["attack"] == "Square"}
         white = [r for r in grid if r["attack"] != "Square"]
         if not square:
-            report.append("Square (black-box) not run: the black-box comparison is unavailable.")
+            report.append(self._square_hint())
+        elif not {r["eps"] for r in white} & set(square):
+            report.append(
+                "Square (black-box) ran at eps "
+                + ", ".join(f"{eps_tag(e)}/255" for e in sorted(square))
+                + " but no white-box attack did, so the black-box vs white-box comparison is unavailable; give "
+                "Square an eps of the white-box grid with attack_eps."
+            )
         for e in sorted({r["eps"] for r in grid}):
             at_e = [r for r in white if r["eps"] == e]
             line = f"eps {eps_tag(e)}/255: " + ", ".join(f"{r['attack']} {r['accuracy']:.4f}" for r in at_e)
@@ -677,6 +760,19 @@ class AdversarialRobustnessHandler:
                 "of the values outside [0, 1] before their clamps (clean images)."
             )
         return report, masking
+
+    def _square_hint(self) -> str:
+        """Why the black-box comparison is missing and the settings that add it."""
+        top = f"{eps_tag(max(self.eps))} / 255"
+        attacks = {**self.attacks, "Square": {"n_queries": 100}}
+        mapping = "{" + ", ".join(f"'{k}': {v!r}" for k, v in attacks.items()) + "}"
+        return (
+            "Square (black-box) not run, so the black-box vs white-box comparison is unavailable: the attacks "
+            f"({', '.join(self.attacks)}) include no black-box attack. To run it, add Square, e.g. attacks={mapping} "
+            f"with attack_eps={{'Square': [{top}]}}; in the bundles: evaluate.json --attacks \"{mapping}\" (Square "
+            "runs at the largest eps of the grid unless --attack_eps says otherwise). Square costs up to n_queries + 4 "
+            "forward passes per image and eps."
+        )
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         extra: dict[str, Any] = {
