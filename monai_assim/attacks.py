@@ -31,6 +31,8 @@ from typing import Any
 import torch
 import torchattacks
 
+from monai_assim.errors import UserInputError
+
 __all__ = [
     "APGDMargin",
     "ENSEMBLES",
@@ -147,7 +149,7 @@ def canonical_attack_name(name: str) -> str:
     lookup = {k.lower(): k for k in SUPPORTED_ATTACKS}
     key = name.strip().lower()
     if key not in lookup:
-        raise ValueError(f"unknown attack {name!r}; supported attacks: {', '.join(SUPPORTED_ATTACKS)}.")
+        raise UserInputError(f"unknown attack {name!r}.", f"supported attacks: {', '.join(SUPPORTED_ATTACKS)}.")
     return lookup[key]
 
 
@@ -166,7 +168,9 @@ def check_eps(eps: Any) -> float:
             raise TypeError(f"eps must be a real number in [0, 1], got {type(eps).__name__}.")
     eps = float(eps)
     if not math.isfinite(eps) or eps < 0.0 or eps > 1.0:
-        raise ValueError(f"eps must lie in [0, 1] (images are on [0, 1]), got {eps!r}.")
+        raise UserInputError(
+            f"eps must lie in [0, 1] (images are on [0, 1]), got {eps!r}.", "give eps in pixel units, e.g. 4 / 255."
+        )
     return eps
 
 

@@ -10,7 +10,7 @@ wraps whatever a config expression raises in a ``RuntimeError("Failed to evaluat
 traceback. :func:`install_excepthook` (called when ``monai_assim.bundle`` is imported, which every
 bundle config does) therefore replaces ``sys.excepthook`` for errors whose chain holds a
 ``UserInputError``: the full traceback goes to a log file (:func:`error_log_dir`), and stderr ends
-with the message and the hint. Set ``MONAI_ASSIM_DEBUG=1`` (or pass ``--debug True`` to train.json)
+with the message and the hint. Set ``MONAI_ASSIM_DEBUG=1`` (or pass ``--debug True`` to any bundle config)
 to print the full traceback as well. Any other exception goes to the previous hook unchanged.
 """
 

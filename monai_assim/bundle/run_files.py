@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_assim.bundle.run_setup import SUMMARY_FILE
-from monai_assim.errors import MissingInputError
+from monai_assim.errors import MissingInputError, UserInputError
 
 __all__ = ["checkpoint_path", "list_images", "load_datalist", "load_run_summary", "run_class_names", "run_setting"]
 
@@ -65,7 +65,10 @@ def run_class_names(value: Any, output_dir: str | os.PathLike) -> list[str]:
             )
         value = summary["class_names"]
     if isinstance(value, str) or not all(isinstance(c, str) for c in value):
-        raise ValueError(f"class_names must be a list of class names or 'auto', got {value!r}.")
+        raise UserInputError(
+            f"class_names must be a list of class names or 'auto', got {value!r}.",
+            "e.g. --class_names \"['normal', 'abnormal']\"",
+        )
     return list(value)
 
 
@@ -77,7 +80,7 @@ def load_datalist(output_dir: str | os.PathLike, split: str = "test") -> list[di
         raise _no_run(output_dir, path)
     doc = json.loads(path.read_text())
     if split not in doc:
-        raise ValueError(f"split {split!r} not in {path}; expected train, validation or test.")
+        raise UserInputError(f"split {split!r} not in {path}.", "pass --split train, validation or test.")
     return [{"image": d["image"], "label": int(d["label"])} for d in doc[split]]
 
 
@@ -112,14 +115,14 @@ def list_images(
     from monai_assim.data import IMAGE_SUFFIXES, is_image_file
 
     if inputs is None:
-        raise ValueError("no input given: pass --input <folder, image file or list of them>.")
+        raise UserInputError("no input given.", "pass --input <folder, image file or list of them>.")
     if isinstance(inputs, (str, os.PathLike)) and str(inputs).lower() == "auto":
         if output_dir is None:
             raise ValueError("inputs='auto' needs the output_dir of a training run.")
         return [{"image": d["image"]} for d in load_datalist(output_dir, "test")]
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if not items:
-        raise ValueError("no inputs given: pass a folder, an image file or a list of them.")
+        raise UserInputError("no inputs given (an empty list).", "pass --input <folder, image file or list of them>.")
 
     found: list[Path] = []
     for item in items:
@@ -127,12 +130,17 @@ def list_images(
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if is_image_file(p, root=path))
             if not files:
-                raise ValueError(f"folder {path} contains no images; expected {' / '.join(IMAGE_SUFFIXES)} files.")
+                raise UserInputError(
+                    f"folder {path} contains no images.",
+                    f"expected {' / '.join(IMAGE_SUFFIXES)} files (hidden files and *_mask* files are skipped).",
+                )
             found.extend(files)
         elif path.is_file():
             if not path.name.lower().endswith(IMAGE_SUFFIXES):
-                raise ValueError(f"{path} is not an image file; expected one of {' / '.join(IMAGE_SUFFIXES)}.")
+                raise UserInputError(f"{path} is not an image file.", f"expected one of {' / '.join(IMAGE_SUFFIXES)}.")
             found.append(path)
         else:
-            raise ValueError(f"input {path} does not exist; expected an image file or a folder of images.")
+            raise MissingInputError(
+                f"input {path} does not exist.", "pass --input <an image file or a folder of images>."
+            )
     return [{"image": str(p.resolve())} for p in sorted(set(found))]

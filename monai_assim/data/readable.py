@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from monai.data import Dataset
 
 from monai_assim.data.splits import check_image
+from monai_assim.errors import UserInputError
 
 __all__ = [
     "ERROR_KEY",
@@ -83,9 +84,9 @@ def require_readable(
     """
     readable, unreadable = split_readable(datalist, key, check)
     if unreadable:
-        raise ValueError(
-            unreadable_message(unreadable, f"{len(unreadable)} of {len(datalist)} images cannot be read")
-            + "\nRepair or remove these files (or re-run training to record new splits)."
+        raise UserInputError(
+            unreadable_message(unreadable, f"{len(unreadable)} of {len(datalist)} images cannot be read"),
+            "repair or remove these files (or re-run training to record new splits).",
         )
     return list(datalist)
 

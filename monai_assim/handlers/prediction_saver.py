@@ -17,6 +17,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_assim.data.readable import ERROR_KEY, SOURCE_KEY, split_readable, unreadable_message
 from monai_assim.data.splits import check_image
+from monai_assim.errors import UserInputError
 from monai_assim.utils import atomic_write_text, get_rank
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -169,10 +170,9 @@ class PredictionSaver:
                 if not readable
                 else f"strict mode: {len(self.unreadable)} of {len(datalist)} input images cannot be read"
             )
-            raise ValueError(
-                unreadable_message(self.unreadable, what)
-                + f"\nThe list is in {self.errors_path}. Repair or remove these files"
-                + (" (or drop --strict True to skip them)." if readable else ".")
+            raise UserInputError(
+                unreadable_message(self.unreadable, what) + f"\nThe list is in {self.errors_path}.",
+                "repair or remove these files" + (" (or drop --strict True to skip them)." if readable else "."),
             )
         return readable
 
@@ -235,7 +235,10 @@ class PredictionSaver:
                 if not rows
                 else f"strict mode: {len(errors)} input images cannot be read"
             )
-            raise ValueError(unreadable_message(errors, what) + f"\nThe list is in {self.errors_path}.")
+            raise UserInputError(
+                unreadable_message(errors, what) + f"\nThe list is in {self.errors_path}.",
+                "repair or remove these files" + (" (or drop --strict True to skip them)." if rows else "."),
+            )
         if get_rank() == self.save_rank:
             table = []
             for source, values in rows:
