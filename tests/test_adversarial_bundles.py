@@ -56,7 +56,10 @@ def test_pgd_at_bundle_run_and_worst_case_structure_checks(tmp_path):
 def test_default_settings_keep_todays_runs():
     """Without the overrides the trainer is built with adversarial_training 'none'."""
     template = json.loads(open(BUNDLES / "common" / "train.json").read())
-    assert template["adversarial_training"] == "none"
+    # "auto" (so that a resumed run takes the recorded value); a fresh run resolves it to "none"
+    from monai_assim.bundle.run_setup import FIXED_DEFAULTS
+
+    assert template["adversarial_training"] == "auto" and FIXED_DEFAULTS["adversarial_training"] == "none"
     assert template["train"]["trainer"]["at_eps"] == "$@settings['at_eps'] / 255"
     evaluate = json.loads(open(BUNDLES / "common" / "evaluate.json").read())
     assert evaluate["worst_case"] is False and evaluate["structure_checks"] is False
