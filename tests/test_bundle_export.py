@@ -162,6 +162,7 @@ def test_export_layout_metadata_readme(run, exported):
     readme = (exported / "docs" / "README.md").read_text()
     assert "IQ-OTH/NCCD" in readme and "CC BY 4.0" in readme and "malignant" in readme
     assert "| backbone | resnet18 |" in readme and f"{clean[0]['accuracy']:.4f}" in readme
+    assert "This network: variant `assimilated`, backbone `resnet18`, start weights `none`" in readme
     assert "| FGSM | attack |" in readme and "DEMO DATA" not in readme
     assert (exported / "docs" / "robustness.png").read_bytes() == (run["out"] / "eval" / "robustness.png").read_bytes()
     assert "Apache License" in (exported / "LICENSE").read_text()

@@ -309,6 +309,9 @@ def _readme(meta: Mapping[str, Any], name: str, results: Mapping[str, Any]) -> s
     lines += [
         meta.get("description", ""),
         "",
+        f"This network: variant `{settings.get('variant')}`, backbone `{settings.get('backbone')}`, "
+        f"start weights `{settings.get('pretrained')}` (the description above is the bundle family's).",
+        "",
         f"Exported by `python -m monai_assim.bundle export` (bundle version {meta['version']}).",
         "",
         "## Data",
