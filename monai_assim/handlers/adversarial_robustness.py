@@ -493,7 +493,7 @@ class AdversarialRobustnessHandler:
         self._batch_index += 1
         batch_size = images.shape[0]
         batch_start = time.perf_counter()
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
         with _attack_mode(network):
             start = time.perf_counter()
