@@ -18,7 +18,6 @@ never sees a half-written file.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -27,7 +26,7 @@ from typing import Any
 
 import torch
 
-from monai_assim.utils import atomic_write_text
+from monai_assim.utils import atomic_write_csv, atomic_write_text
 
 __all__ = [
     "PER_IMAGE_COLUMNS",
@@ -86,12 +85,7 @@ def write_results(
         the CSV and JSON paths.
     """
     base = os.path.join(os.fspath(output_dir), file_prefix)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, lineterminator="\r\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: _nan_to(v, "") for k, v in r.items()})
-    atomic_write_text(base + ".csv", buf.getvalue())
+    atomic_write_csv(base + ".csv", RESULT_COLUMNS, [{k: _nan_to(v, "") for k, v in r.items()} for r in rows], "\r\n")
     payload = {**extra, "rows": [{k: _nan_to(v, None) for k, v in r.items()} for r in rows]}
     atomic_write_text(base + ".json", json.dumps(payload, indent=2))
     return base + ".csv", base + ".json"
@@ -156,16 +150,16 @@ def write_per_image(
     labels = [int(v) for v in (labels.tolist() if isinstance(labels, torch.Tensor) else labels)]
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} image names for {len(labels)} labels.")
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(PER_IMAGE_COLUMNS)
-    for attack, eps_255, role, correct in results:
-        correct = correct.tolist() if isinstance(correct, torch.Tensor) else list(correct)
-        if len(correct) != len(labels):
-            raise ValueError(f"{attack} ({role}, eps {eps_255}): {len(correct)} results for {len(labels)} samples.")
-        for i, (name, label, c) in enumerate(zip(images, labels, correct)):
-            writer.writerow([i, name, label, attack, f"{float(eps_255):g}", role, int(bool(c))])
-    atomic_write_text(os.fspath(path), buf.getvalue())
+
+    def lines():
+        for attack, eps_255, role, correct in results:
+            correct = correct.tolist() if isinstance(correct, torch.Tensor) else list(correct)
+            if len(correct) != len(labels):
+                raise ValueError(f"{attack} ({role}, eps {eps_255}): {len(correct)} results for {len(labels)} samples.")
+            for i, (name, label, c) in enumerate(zip(images, labels, correct)):
+                yield [i, name, label, attack, f"{float(eps_255):g}", role, int(bool(c))]
+
+    atomic_write_csv(path, PER_IMAGE_COLUMNS, lines(), "\r\n")
     return os.fspath(path)
 
 

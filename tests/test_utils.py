@@ -12,7 +12,14 @@ from torch import nn
 
 from monai_assim.data.transforms import LUMA_WEIGHTS
 from monai_assim.losses.glcm_loss import LUMA_BT601 as LOSS_LUMA
-from monai_assim.utils import LUMA_BT601, as_class_indices, atomic_write_text, get_rank, unwrap_module
+from monai_assim.utils import (
+    LUMA_BT601,
+    as_class_indices,
+    atomic_write_csv,
+    atomic_write_text,
+    get_rank,
+    unwrap_module,
+)
 
 
 def test_rank_without_process_group():
@@ -43,6 +50,26 @@ def test_atomic_write_text(tmp_path):
     with pytest.raises(TypeError):
         atomic_write_text(path, 3)  # fails inside the write: the old file stays, no temporary file is left
     assert path.read_text() == "second" and sorted(p.name for p in path.parent.iterdir()) == ["a.json"]
+
+
+def test_atomic_write_csv(tmp_path):
+    """Header, sequence and mapping rows (a missing column empty); a failing row generator leaves the old file."""
+    import csv
+
+    path = tmp_path / "out.csv"
+    atomic_write_csv(path, ("file", "label"), [["a, b.png", 1], {"file": "c.png"}])
+    assert path.read_text() == 'file,label\n"a, b.png",1\nc.png,\n'
+    assert list(csv.DictReader(open(path))) == [{"file": "a, b.png", "label": "1"}, {"file": "c.png", "label": ""}]
+    atomic_write_csv(path, ("x",), [[1]], lineterminator="\r\n")
+    assert path.read_bytes() == b"x\r\n1\r\n"
+
+    def failing():
+        yield [2]
+        raise ValueError("bad row")
+
+    with pytest.raises(ValueError, match="bad row"):
+        atomic_write_csv(path, ("x",), failing())
+    assert path.read_bytes() == b"x\r\n1\r\n" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]
 
 
 def test_as_class_indices():

@@ -24,8 +24,6 @@ with the paper's table), whether or not ``max_per_class`` caps the run.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -37,7 +35,7 @@ import numpy as np
 
 from monai_assim.data.layouts import IMAGE_SUFFIXES, DatasetLayout, get_layout
 from monai_assim.errors import MissingInputError, UserInputError
-from monai_assim.utils import atomic_write_text
+from monai_assim.utils import atomic_write_csv, atomic_write_text
 
 __all__ = [
     "SPLITS",
@@ -478,9 +476,8 @@ def write_datalists(
     doc["counts"] = {s: {str(k): sum(r[1] == k for r in table[s]) for k in (0, 1)} for s in table}
     for split, rows in table.items():
         doc[split] = [{"image": str(p), "label": int(k), "source_class": c} for p, k, c in rows]
-        lines = [["image", "label", "source_class"]] + [[str(p), str(int(k)), c] for p, k, c in rows]
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows(lines)
-        atomic_write_text(out / f"{split}.csv", buf.getvalue())
+        atomic_write_csv(
+            out / f"{split}.csv", ("image", "label", "source_class"), [[str(p), int(k), c] for p, k, c in rows]
+        )
     atomic_write_text(out / "splits.json", json.dumps(doc, indent=1) + "\n")
     return out / "splits.json"

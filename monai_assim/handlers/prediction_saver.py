@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -18,7 +16,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from monai_assim.data.readable import ERROR_KEY, SOURCE_KEY, split_readable, unreadable_message
 from monai_assim.data.splits import check_image
 from monai_assim.errors import UserInputError
-from monai_assim.utils import atomic_write_text, get_rank
+from monai_assim.utils import atomic_write_csv, get_rank
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -46,14 +44,6 @@ def _sources(batch: Sequence[dict]) -> list[tuple[str, str]]:
         else:  # a plain monai.data.Dataset: the file the image was read from
             out.append((str(item["image"].meta["filename_or_obj"]), ""))
     return out
-
-
-def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 class PredictionSaver:
@@ -221,7 +211,7 @@ class PredictionSaver:
 
     def _write_errors(self, errors: Sequence[tuple[str, str]]) -> None:
         if get_rank() == self.save_rank:
-            atomic_write_text(self.errors_path, _csv_text(ERRORS_COLUMNS, errors))
+            atomic_write_csv(self.errors_path, ERRORS_COLUMNS, errors)
 
     def _finalize(self, engine: Engine) -> None:
         rows, failed = self._gather()
@@ -244,5 +234,5 @@ class PredictionSaver:
             for source, values in rows:
                 index = max(range(len(values)), key=values.__getitem__)
                 table.append([source, self.class_names[index], index, *(str(np.float32(v)) for v in values)])
-            atomic_write_text(self.path, _csv_text(prediction_columns(self.class_names), table))
+            atomic_write_csv(self.path, prediction_columns(self.class_names), table)
             self.logger.info(f"predictions of {len(rows)} image(s) written to {self.path}")

@@ -1,7 +1,7 @@
 """Small helpers shared by several modules of monai_assim; each lives in the module named after it."""
 
 from .dist import get_rank
-from .files import atomic_torch_save, atomic_write, atomic_write_text
+from .files import atomic_torch_save, atomic_write, atomic_write_csv, atomic_write_text
 from .image import LUMA_BT601
 from .labels import as_class_indices
 from .module import unwrap_module
@@ -11,6 +11,7 @@ __all__ = [
     "as_class_indices",
     "atomic_torch_save",
     "atomic_write",
+    "atomic_write_csv",
     "atomic_write_text",
     "get_rank",
     "unwrap_module",

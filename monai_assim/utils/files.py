@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_torch_save", "atomic_write", "atomic_write_text"]
+__all__ = ["atomic_torch_save", "atomic_write", "atomic_write_csv", "atomic_write_text"]
 
 _RW_ALL = stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH
 
@@ -62,6 +63,27 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], binary: bo
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically (:func:`atomic_write`)."""
     return atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def atomic_write_csv(
+    path: str | os.PathLike,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any] | Mapping[str, Any]],
+    lineterminator: str = "\n",
+) -> Path:
+    """
+    Write a CSV file atomically (:func:`atomic_write`): the header ``columns``, then one line per row. A
+    row is a sequence of cells in column order, or a mapping from column name to cell (a missing column
+    is an empty cell). ``rows`` may be a generator; an error it raises leaves ``path`` as it was.
+    """
+
+    def write(f: IO) -> None:
+        writer = csv.writer(f, lineterminator=lineterminator)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([row.get(c, "") for c in columns] if isinstance(row, Mapping) else row)
+
+    return atomic_write(path, write, binary=False)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:

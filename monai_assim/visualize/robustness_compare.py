@@ -5,8 +5,6 @@ their own, beside (never over) each run's ``robustness.png``.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import os
@@ -17,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_assim.robustness_results import load_robustness_rows
-from monai_assim.utils import atomic_write_text
+from monai_assim.utils import atomic_write_csv, atomic_write_text
 from monai_assim.visualize.robustness_plot import plot_robustness
 
 __all__ = [
@@ -183,13 +181,9 @@ def compare_robustness(
     out_dir = Path(output_dir) if output_dir is not None else this_path.parent
     stem = f"compare_{name or results_run_name(other_path)}"
     rows = comparison_rows(this_path, other_path)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COMPARE_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()})
+    cells = [{k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows]
     paths = {
-        "csv": str(atomic_write_text(out_dir / f"{stem}.csv", buf.getvalue())),
+        "csv": str(atomic_write_csv(out_dir / f"{stem}.csv", COMPARE_COLUMNS, cells)),
         "md": str(
             atomic_write_text(out_dir / f"{stem}.md", _markdown(rows, labels, (str(this_path), str(other_path))))
         ),
