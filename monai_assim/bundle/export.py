@@ -43,6 +43,7 @@ import torch
 from monai_assim.bundle.run_files import checkpoint_path, load_run_summary
 from monai_assim.bundle.run_setup import DEMO_NOTICE_FILE
 from monai_assim.data.layouts import get_layout
+from monai_assim.errors import MissingInputError, UserInputError
 
 __all__ = ["BUNDLES_DIR", "EXPORTED_CONFIGS", "bundle_file", "export_bundle", "exported_config", "labelled_images"]
 
@@ -68,9 +69,9 @@ def bundle_file(bundle_root: str | os.PathLike, *parts: str) -> str:
     """
     path = Path(bundle_root, *parts)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found (bundle_root {str(bundle_root)!r} = {Path(bundle_root).resolve()}): run from the "
-            "exported bundle's folder or pass --bundle_root <bundle folder>."
+        raise MissingInputError(
+            f"{path} not found (bundle_root {str(bundle_root)!r} = {Path(bundle_root).resolve()}).",
+            "run from the exported bundle's folder or pass --bundle_root <bundle folder>.",
         )
     return str(path)
 
@@ -84,8 +85,8 @@ def labelled_images(dataset_dir: str | os.PathLike | None, modality: str) -> lis
 
     layout = get_layout(modality)
     if dataset_dir is None:
-        raise ValueError(
-            f"no --dataset_dir given: pass a labelled data set folder in the layout {layout.expected_layout()}."
+        raise UserInputError(
+            "no --dataset_dir given.", f"pass a labelled data set folder in the layout {layout.expected_layout()}."
         )
     found = discover_images(dataset_dir, modality)
     return [
@@ -94,6 +95,11 @@ def labelled_images(dataset_dir: str | os.PathLike | None, modality: str) -> lis
         for name, paths in classes.items()
         for path in paths
     ]
+
+
+def _class_names(summary: Mapping[str, Any]) -> list[str]:
+    """The class names the run recorded (its layout's for a summary that lacks them)."""
+    return list(summary.get("class_names") or get_layout(summary["modality"]).class_names)
 
 
 def _resolve_run_settings(value: Any) -> Any:
@@ -161,7 +167,7 @@ def exported_config(name: str, summary: Mapping[str, Any], note: str = "") -> di
     modality = summary["modality"]
     config = json.loads(template.read_text().replace(PLACEHOLDER, modality))
     settings = summary["settings"]
-    class_names = list(summary.get("class_names") or get_layout(modality).class_names)
+    class_names = _class_names(summary)
 
     overrides: dict[str, Any] = {"bundle_root": ".", "output_dir": "."}
     for key in ("image_size", "mean", "std", "backbone", "variant"):
@@ -236,7 +242,7 @@ def _metadata(summary: Mapping[str, Any], run_dir: Path, name: str, results: Map
     meta = _source_metadata(modality)
     demo = bool(summary.get("demo_data", False))
     settings = summary["settings"]
-    class_names = list(summary.get("class_names") or get_layout(modality).class_names)
+    class_names = _class_names(summary)
     size = int(settings["image_size"])
     data_source = meta.get("data_source", "")
     meta.update(

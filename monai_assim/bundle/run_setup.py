@@ -450,16 +450,14 @@ class RunSetup:
         return int(ckpt.get("epoch", ckpt.get("trainer", {}).get("epoch", 0)))
 
     def _recorded_summary(self) -> dict[str, Any] | None:
-        path = self.output_dir / SUMMARY_FILE
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
+        doc = self._current_summary_file()
+        if doc is None or not isinstance(doc.get("settings"), dict):
             logger.warning(
-                f"resume: cannot read the run summary {path} ({type(e).__name__}: {e}); the settings of "
-                "this command are used as given, without checking them against the run's."
+                f"resume: the run summary {self.output_dir / SUMMARY_FILE} is missing, unreadable or holds no "
+                "settings; the settings of this command are used as given, without checking them against the run's."
             )
             return None
-        return doc if isinstance(doc, dict) and isinstance(doc.get("settings"), dict) else None
+        return doc
 
     def _resume_dataset(self, dataset_dir: str | os.PathLike | None) -> Path | None:
         """The data set of a resumed run: the recorded one for ``"auto"``, else ``dataset_dir`` (compared)."""

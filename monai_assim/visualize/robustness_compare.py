@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from monai_assim.errors import MissingInputError, UserInputError
 from monai_assim.robustness_results import load_robustness_rows
 from monai_assim.utils import atomic_write_csv, atomic_write_text
 from monai_assim.visualize.robustness_plot import plot_robustness
@@ -50,26 +51,28 @@ def robustness_results_path(path: str | os.PathLike, file_prefix: str = "robustn
     folder (``robustness.json``) or the result file itself (``.json`` or ``.csv``).
 
     Raises:
-        FileNotFoundError: nothing there, or a folder without saved results; the message says what is
-            expected and how to make it.
-        ValueError: a file that is not ``.json``/``.csv``.
+        MissingInputError: nothing there, or a folder without saved results (a ``FileNotFoundError``);
+            the hint says what is expected.
+        UserInputError: a file that is not ``.json``/``.csv`` (a ``ValueError``).
     """
     p = Path(path).expanduser()
     if p.is_file():
         if p.suffix not in (".json", ".csv"):
-            raise ValueError(f"{p}: a robustness result file is a .json or .csv written by evaluate.json.")
+            raise UserInputError(
+                f"{p} is not a robustness result file.", "give the robustness.json (or .csv) written by evaluate.json."
+            )
         return p
     if p.is_dir():
         for candidate in (p / f"{file_prefix}.json", p / "eval" / f"{file_prefix}.json"):
             if candidate.is_file():
                 return candidate
-        raise FileNotFoundError(
-            f"{p} holds no saved robustness results ({file_prefix}.json or eval/{file_prefix}.json). Give a run "
-            "folder, its eval folder or the robustness.json file, of a run evaluated with evaluate.json."
+        raise MissingInputError(
+            f"{p} holds no saved robustness results ({file_prefix}.json or eval/{file_prefix}.json).",
+            "give a run folder, its eval folder or the robustness.json file of a run evaluated with evaluate.json.",
         )
-    raise FileNotFoundError(
-        f"{p} does not exist. Give a run folder, its eval folder or the robustness.json file of a run evaluated "
-        "with evaluate.json."
+    raise MissingInputError(
+        f"{p} does not exist.",
+        "give a run folder, its eval folder or the robustness.json file of a run evaluated with evaluate.json.",
     )
 
 
