@@ -746,7 +746,9 @@ def run_study(
             "settings": sm["settings"],
             "demo_data": sm["demo_data"],
             "counts": sm.get("counts"),
-            "best_val_acc": sm.get("best_metric"),
+            "best_val_acc": (sm.get("best_validation") or {}).get("val_acc", sm.get("best_metric")),
+            "selection": sm.get("selection"),
+            "best_epoch": sm.get("best_epoch"),
             "epochs_run": sm.get("epochs_completed"),
             "stopped_early": sm.get("stopped_early"),
         }

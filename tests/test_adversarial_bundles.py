@@ -63,3 +63,102 @@ def test_default_settings_keep_todays_runs():
     assert template["train"]["trainer"]["at_eps"] == "$@settings['at_eps'] / 255"
     evaluate = json.loads(open(BUNDLES / "common" / "evaluate.json").read())
     assert evaluate["worst_case"] is False and evaluate["structure_checks"] is False
+
+
+def _train_in_process(data, out, **overrides):
+    """train.json in-process (``monai.bundle.ConfigWorkflow``, what ``monai.bundle run`` drives); its run summary."""
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(
+        config_file=str(BUNDLES / "chest_xray" / "train.json"),
+        logging_file=False,
+        workflow_type="train",
+        bundle_root=str(BUNDLES / "chest_xray"),
+        dataset_dir=str(data),
+        output_dir=str(out),
+        image_size=32,
+        epochs=3,
+        batch_size=8,
+        backbone="resnet18",
+        pretrained="none",
+        variant="vanilla",
+        learning_rate=1e-3,
+        val_fraction=0.3,
+        num_workers=0,
+        seed=5,
+        **overrides,
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return json.loads((out / "run_summary.json").read_text())
+
+
+def _ckpt(out, name):
+    import torch
+
+    return torch.load(out / "checkpoints" / name, map_location="cpu", weights_only=True)
+
+
+def _argmax_epoch(epochs, key):
+    best = max(e[key] for e in epochs)
+    return next(e["epoch"] for e in epochs if e[key] == best)  # the first epoch reaching it, as the saver keeps
+
+
+@pytest.mark.slow
+def test_checkpoint_selection_in_the_bundle(tmp_path):
+    """
+    Under adversarial training best.pt follows the robust score logged per epoch, best_clean.pt the clean
+    accuracy; the robust validation does not change what the run learns (select_by clean trains the same
+    weights and keeps best_clean.pt's epoch as best.pt); without adversarial training nothing changes.
+    """
+    import torch
+
+    from monai_assim.bundle import checkpoint_path, load_datalist
+    from monai_assim.errors import MissingInputError
+
+    data = tiny_dataset(tmp_path, "chest_xray", n=16)
+    at = {"adversarial_training": "pgd", "at_eps": 8, "at_steps": 1, "val_robust_steps": 2}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # bit-reproducible: the two runs below are compared exactly
+    try:
+        robust = _train_in_process(data, tmp_path / "robust", **at)
+        clean = _train_in_process(data, tmp_path / "clean", select_by="clean", **at)
+        plain = _train_in_process(data, tmp_path / "plain")
+    finally:
+        torch.set_num_threads(threads)
+
+    sel = robust["selection"]
+    assert robust["settings"]["select_by"] == "robust" and robust["settings"]["val_robust_eps"] == 8.0
+    assert sel["metric"] == robust["best_metric_name"] == "val_robust_acc"
+    n_val = len(load_datalist(tmp_path / "robust", "validation"))
+    assert sel["robust_validation"]["description"] == "PGD-2 at 8/255" and sel["robust_validation"]["images"] == n_val
+    epochs = robust["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert all(
+        {"val_acc", "val_robust_acc", "val_robust_acc_seconds", "val_pred_classes", "val_select"} <= set(e)
+        for e in epochs
+    )
+    assert _ckpt(tmp_path / "robust", "best.pt")["epoch"] == robust["best_epoch"] == _argmax_epoch(epochs, "val_select")
+    assert robust["best_metric"] == robust["best_validation"]["val_robust_acc"]
+    assert _ckpt(tmp_path / "robust", "best_clean.pt")["epoch"] == _argmax_epoch(epochs, "val_acc")
+    assert sel["other_checkpoint"] == {"file": "best_clean.pt", "epoch": _argmax_epoch(epochs, "val_acc")}
+
+    # same training whatever the rule: identical last weights and per-epoch metrics
+    last = {name: _ckpt(tmp_path / name, "last.pt")["network"] for name in ("robust", "clean")}
+    assert all(torch.equal(last["robust"][k], last["clean"][k]) for k in last["robust"])
+    assert [e["val_robust_acc"] for e in clean["epochs"]] == [e["val_robust_acc"] for e in epochs]
+    assert clean["settings"]["select_by"] == "clean" and clean["best_metric_name"] == "val_acc"
+    best_clean, best = _ckpt(tmp_path / "robust", "best_clean.pt"), _ckpt(tmp_path / "clean", "best.pt")
+    assert best_clean["epoch"] == best["epoch"] and all(
+        torch.equal(best_clean["network"][k], best["network"][k]) for k in best["network"]
+    )
+    assert _ckpt(tmp_path / "clean", "best_robust.pt")["epoch"] == robust["best_epoch"]
+    assert checkpoint_path(tmp_path / "robust", "best_clean").endswith("best_clean.pt")
+
+    # no adversarial training: clean selection, no robust validation, no second checkpoint
+    assert plain["settings"]["select_by"] == "clean" and "robust_validation" not in plain["selection"]
+    assert "val_robust_acc" not in plain["epochs"][0]
+    assert _ckpt(tmp_path / "plain", "best.pt")["epoch"] == _argmax_epoch(plain["epochs"], "val_acc")
+    with pytest.raises(MissingInputError, match="best_robust.pt"):
+        checkpoint_path(tmp_path / "plain", "best_robust")

@@ -144,6 +144,11 @@ def test_export_layout_metadata_readme(run, exported):
         r for r in json.loads((run["out"] / "eval" / "robustness.json").read_text())["rows"] if r["role"] == "clean"
     ]
     assert meta["eval_metrics"]["accuracy"] == pytest.approx(clean[0]["accuracy"])
+    # how the exported weights were chosen
+    assert meta["training"]["selection"] == summary["selection"] and summary["selection"]["select_by"] == "clean"
+    chosen = meta["training"]["exported_checkpoint"]
+    assert chosen["checkpoint"] == "best.pt" and chosen["epoch"] == summary["best_epoch"]
+    assert chosen["chosen_by"] == summary["selection"]["rule"] and "val_acc" in chosen["validation"]
 
     # the weights: a plain state dict, loadable with weights_only, equal to the run's best checkpoint
     state = torch.load(exported / "models" / "model.pt", weights_only=True)
@@ -164,6 +169,10 @@ def test_export_layout_metadata_readme(run, exported):
     assert "| backbone | resnet18 |" in readme and f"{clean[0]['accuracy']:.4f}" in readme
     assert "This network: variant `assimilated`, backbone `resnet18`, start weights `none`" in readme
     assert "| FGSM | attack |" in readme and "DEMO DATA" not in readme
+    assert (
+        f"are the run's `best.pt`, epoch {summary['best_epoch']}: the epoch with the highest clean validation "
+        "accuracy (val_acc)." in readme
+    )
     assert (exported / "docs" / "robustness.png").read_bytes() == (run["out"] / "eval" / "robustness.png").read_bytes()
     assert "Apache License" in (exported / "LICENSE").read_text()
 
@@ -330,3 +339,25 @@ def test_cli_usage_errors(tmp_path, capsys):
 
     assert main(["export", str(tmp_path / "nope"), str(tmp_path / "dest")]) == 2
     assert "error: cannot export" in capsys.readouterr().err and not (tmp_path / "dest").exists()
+
+
+def test_exported_checkpoint_of_a_robust_selected_run(tmp_path):
+    """The metadata's ``exported_checkpoint`` names the file, its epoch, the rule and that epoch's validation."""
+    from monai_assim.bundle.export import _exported_checkpoint
+
+    rule = "the epoch with the highest robust validation accuracy (val_robust_acc, PGD-10 at 2/255 ...)"
+    summary = {
+        "selection": {"select_by": "robust", "rule": rule, "robust_validation": {"description": "PGD-10 at 2/255"}},
+        "epochs": [{"epoch": 5, "val_acc": 0.95, "val_robust_acc": 0.55, "val_pred_classes": 2, "val_select": 0.55}],
+    }
+    torch.save({"network": {}, "epoch": 5}, tmp_path / "best.pt")
+    torch.save({"network": {}, "epoch": 2}, tmp_path / "best_clean.pt")
+    best = _exported_checkpoint(summary, "best", str(tmp_path / "best.pt"))
+    assert best == {
+        "checkpoint": "best.pt",
+        "epoch": 5,
+        "chosen_by": rule,
+        "validation": {"val_acc": 0.95, "val_robust_acc": 0.55, "val_pred_classes": 2},
+    }
+    other = _exported_checkpoint(summary, "best_clean", str(tmp_path / "best_clean.pt"))
+    assert other["epoch"] == 2 and "clean validation accuracy" in other["chosen_by"] and other["validation"] == {}

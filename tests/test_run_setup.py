@@ -276,3 +276,65 @@ def test_no_trained_run_is_a_user_error(tmp_path):
         with pytest.raises(MissingInputError, match="holds no finished training run") as err:
             call()
         assert isinstance(err.value, FileNotFoundError) and "train first" in err.value.hint
+
+
+# ------------------------------------------------------------------------------------------- checkpoint selection
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ({}, ("clean", 2.0, False)),  # no adversarial training: clean selection, no robust validation
+        ({"adversarial_training": "pgd", "at_eps": 4}, ("robust", 4.0, True)),
+        ({"adversarial_training": "trades", "select_by": "clean"}, ("clean", 2.0, True)),
+        ({"select_by": "robust", "val_robust_eps": 1}, ("robust", 1.0, True)),
+    ],
+)
+def test_selection_settings_follow_adversarial_training(tmp_path, data, given, expected):
+    rs = setup(tmp_path / "run", data, **given)
+    assert (rs.settings["select_by"], rs.settings["val_robust_eps"], rs.robust_validation) == expected
+    assert rs.settings["val_robust_attack"] == "PGD" and rs.settings["val_robust_steps"] == 10
+    assert rs.other_checkpoint[0] == ("best_clean.pt" if expected[0] == "robust" else "best_robust.pt")
+    selection = rs.selection()
+    assert selection["metric"] == ("val_robust_acc" if expected[0] == "robust" else "val_acc")
+    assert ("robust_validation" in selection) == expected[2]
+
+
+@pytest.mark.parametrize(
+    "given, match",
+    [
+        ({"select_by": "adversarial"}, "select_by must be one of"),
+        ({"val_robust_eps": 300}, "val_robust_eps"),
+        ({"val_robust_attack": "FGSM"}, "val_robust_attack"),
+        ({"val_robust_steps": 0}, "val_robust_steps"),
+        ({"val_robust_per_class": -1}, "val_robust_per_class"),
+    ],
+)
+def test_selection_settings_errors(tmp_path, data, given, match):
+    with pytest.raises(UserInputError, match=match):
+        setup(tmp_path / "run", data, **given)
+
+
+def test_selection_settings_aliases(tmp_path, data):
+    rs = setup(tmp_path / "run", data, val_robust_attack="apgd-ce", val_robust_per_class=25, select_by="Robust")
+    assert (rs.settings["val_robust_attack"], rs.settings["val_robust_per_class"], rs.settings["select_by"]) == (
+        "APGD",
+        25,
+        "robust",
+    )
+
+
+def test_resume_keeps_the_epoch_records_up_to_the_checkpoint(tmp_path, data):
+    out = tmp_path / "run"
+    first = setup(out, data, adversarial_training="pgd")
+    first.start()
+    for epoch in (1, 2):  # epoch 2 validated, then the process was killed before last.pt of epoch 2
+        first.record_epoch({"epoch": epoch, "val_acc": 0.5 + epoch / 10, "val_robust_acc": 0.1})
+    assert [e["epoch"] for e in json.loads((out / "run_summary.json").read_text())["epochs"]] == [1, 2]
+    (out / "checkpoints").mkdir()
+    torch.save({"epoch": 1}, out / "checkpoints" / "last.pt")
+    resumed = setup(out, data, resume=True)
+    assert resumed.settings["select_by"] == "robust" and [e["epoch"] for e in resumed.epochs] == [1]
+    resumed.start()
+    assert [e["epoch"] for e in json.loads((out / "run_summary.json").read_text())["epochs"]] == [1]
+    resumed.record_epoch({"epoch": 2, "val_acc": 0.9, "val_robust_acc": 0.2})
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert [(e["epoch"], e["val_acc"]) for e in summary["epochs"]] == [(1, 0.6), (2, 0.9)]

@@ -1,7 +1,7 @@
 """
 Command line of :mod:`monai_assim.bundle`::
 
-    python -m monai_assim.bundle export <run_dir> <dest> [--zip] [--name NAME] [--checkpoint best|last|FILE]
+    python -m monai_assim.bundle export <run_dir> <dest> [--zip] [--name NAME] [--checkpoint best|last|best_clean|best_robust|FILE]
 
 (``python -m monai_assim.bundle.generate`` regenerates the bundles' configs from their templates.)
 """
@@ -27,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("dest", help="the bundle folder to write (must not exist, or be empty)")
     export.add_argument("--zip", action="store_true", help="write <dest>.zip (unpacks to <name>/) instead of a folder")
     export.add_argument("--name", default=None, help="bundle name for monai.bundle.load (default: dest's folder name)")
-    export.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint file of the run")
+    export.add_argument(
+        "--checkpoint",
+        default="best",
+        help="best (default: the epoch the run's selection rule kept), last, best_clean, best_robust, or a checkpoint file",
+    )
     args = parser.parse_args(argv)
 
     from monai_assim.bundle.export import export_bundle

@@ -232,7 +232,42 @@ def _eval_results(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def _metadata(summary: Mapping[str, Any], run_dir: Path, name: str, results: Mapping[str, Any]) -> dict:
+def _exported_checkpoint(summary: Mapping[str, Any], checkpoint: str, path: str) -> dict[str, Any]:
+    """
+    Which checkpoint ``models/model.pt`` is, its epoch, how the run chose it, and the run's validation
+    metrics at that epoch (from the summary's per-epoch records).
+    """
+    selection = summary.get("selection") or {}
+    clean_rule = "the epoch with the highest clean validation accuracy (val_acc)"
+    robust = selection.get("robust_validation") or {}
+    rules = {
+        "best": selection.get("rule", clean_rule),
+        "best_clean": clean_rule,
+        "best_robust": (
+            f"the epoch with the highest robust validation accuracy (val_robust_acc, {robust.get('description')}), "
+            "ties broken by val_acc; single-class epochs ranked last"
+        ),
+        "last": "the last epoch of training",
+    }
+    try:
+        epoch = torch.load(path, map_location="cpu", weights_only=True).get("epoch")
+    except Exception:  # noqa: BLE001 (the state dict was read already; the epoch is informative only)
+        epoch = None
+    record = next((e for e in summary.get("epochs") or [] if e.get("epoch") == epoch), None)
+    validation = (
+        {k: record[k] for k in ("val_acc", "val_robust_acc", "val_pred_classes") if k in record} if record else {}
+    )
+    return {
+        "checkpoint": f"{checkpoint}.pt" if checkpoint in rules else Path(path).name,
+        "epoch": epoch,
+        "chosen_by": rules.get(checkpoint, "a checkpoint file named at export"),
+        "validation": validation,
+    }
+
+
+def _metadata(
+    summary: Mapping[str, Any], run_dir: Path, name: str, results: Mapping[str, Any], exported: Mapping[str, Any]
+) -> dict:
     import monai
     import numpy
 
@@ -270,6 +305,8 @@ def _metadata(summary: Mapping[str, Any], run_dir: Path, name: str, results: Map
                 "best_metric_name": summary.get("best_metric_name"),
                 "best_metric": summary.get("best_metric"),
                 "best_epoch": summary.get("best_epoch"),
+                "selection": summary.get("selection"),
+                "exported_checkpoint": dict(exported),
                 "versions": summary.get("versions", {}),
             },
             "eval_metrics": {"accuracy": results["clean_accuracy"]}
@@ -297,6 +334,19 @@ def _metadata(summary: Mapping[str, Any], run_dir: Path, name: str, results: Map
 
 def _fmt(value: Any, digits: int = 4) -> str:
     return "n/a" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
+
+
+def _checkpoint_lines(exported: Mapping[str, Any]) -> list[str]:
+    """The README's paragraph on which checkpoint the bundle holds and how it was chosen."""
+    if not exported:
+        return []
+    validation = ", ".join(f"{k} {_fmt(v)}" for k, v in (exported.get("validation") or {}).items())
+    return [
+        f"**The weights** (`models/model.pt`) are the run's `{exported.get('checkpoint')}`, epoch "
+        f"{_fmt(exported.get('epoch'))}: {exported.get('chosen_by')}."
+        + (f" Validation at that epoch: {validation}." if validation else ""),
+        "",
+    ]
 
 
 def _readme(meta: Mapping[str, Any], name: str, results: Mapping[str, Any]) -> str:
@@ -338,6 +388,7 @@ def _readme(meta: Mapping[str, Any], name: str, results: Mapping[str, Any]) -> s
         f"| best {training.get('best_metric_name') or 'metric'} | {_fmt(training.get('best_metric'))} "
         f"(epoch {_fmt(training.get('best_epoch'))}) |",
         "",
+        *_checkpoint_lines(training.get("exported_checkpoint") or {}),
         "## Accuracy",
         "",
     ]
@@ -431,7 +482,9 @@ def export_bundle(
         name: the bundle's name (``monai.bundle.load(name, bundle_dir=...)``); default: ``dest``'s
             folder name (without ``.zip``).
         zip: write a zip archive instead of a folder.
-        checkpoint: ``"best"``, ``"last"`` or a checkpoint file of the run.
+        checkpoint: ``"best"`` (the epoch the run's selection rule kept), ``"last"``, ``"best_clean"`` /
+            ``"best_robust"`` (the other rule's choice, where the run saved it) or a checkpoint file of the run;
+            the README and metadata say which, its epoch and how it was chosen.
 
     Returns:
         the written folder or archive.
@@ -455,7 +508,7 @@ def export_bundle(
         summary = {**summary, "demo_data": True}
     state = _load_state_dict(ckpt)
     results = _eval_results(run_dir)
-    meta = _metadata(summary, run_dir, name, results)
+    meta = _metadata(summary, run_dir, name, results, _exported_checkpoint(summary, checkpoint, ckpt))
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     note = (
         f"exported by `python -m monai_assim.bundle export` on {stamp} from the run '{run_dir.name}'; "

@@ -15,7 +15,15 @@ from typing import Any
 from monai_assim.bundle.run_setup import SUMMARY_FILE
 from monai_assim.errors import MissingInputError, UserInputError
 
-__all__ = ["checkpoint_path", "list_images", "load_datalist", "load_run_summary", "run_class_names", "run_setting"]
+__all__ = [
+    "CHECKPOINT_NAMES",
+    "checkpoint_path",
+    "list_images",
+    "load_datalist",
+    "load_run_summary",
+    "run_class_names",
+    "run_setting",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,19 +92,29 @@ def load_datalist(output_dir: str | os.PathLike, split: str = "test") -> list[di
     return [{"image": d["image"], "label": int(d["label"])} for d in doc[split]]
 
 
+#: checkpoint names :func:`checkpoint_path` resolves inside ``<output_dir>/checkpoints``
+CHECKPOINT_NAMES = ("best", "last", "best_clean", "best_robust")
+
+
 def checkpoint_path(output_dir: str | os.PathLike, checkpoint: str = "best") -> str:
     """
-    ``<output_dir>/checkpoints/best.pt`` for ``"best"``, ``.../last.pt`` for ``"last"``, otherwise
-    ``checkpoint`` itself as a path; it must exist.
+    ``<output_dir>/checkpoints/<name>.pt`` for a name of :data:`CHECKPOINT_NAMES` (``"best"``: the epoch the
+    run's selection rule kept; ``"last"``; ``"best_clean"`` / ``"best_robust"``: the other rule's choice,
+    saved when validation measured robust accuracy), otherwise ``checkpoint`` itself as a path; it must exist.
     """
     output_dir = Path(output_dir)
-    path = output_dir / "checkpoints" / f"{checkpoint}.pt" if checkpoint in ("best", "last") else Path(checkpoint)
+    named = checkpoint in CHECKPOINT_NAMES
+    path = output_dir / "checkpoints" / f"{checkpoint}.pt" if named else Path(checkpoint)
     if not path.is_file():
-        raise (
-            _no_run(output_dir, path)
-            if checkpoint in ("best", "last")
-            else MissingInputError(f"checkpoint {path} not found.", "pass --checkpoint best, last or an existing file.")
+        if checkpoint in ("best", "last"):
+            raise _no_run(output_dir, path)
+        hint = (
+            "the run saved it only when validation measured robust accuracy (adversarial training or "
+            "--select_by robust); pass --checkpoint best or last."
+            if named
+            else f"pass --checkpoint {', '.join(CHECKPOINT_NAMES)} or an existing file."
         )
+        raise MissingInputError(f"checkpoint {path} not found.", hint)
     return str(path)
 
 

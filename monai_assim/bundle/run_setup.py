@@ -60,6 +60,11 @@ SETTING_KEYS = (
     "at_steps",
     "at_ratio",
     "trades_beta",
+    "select_by",
+    "val_robust_eps",
+    "val_robust_attack",
+    "val_robust_steps",
+    "val_robust_per_class",
 )
 AUTO = "auto"
 #: values of settings that a bundle (or a caller) may leave out entirely: ``assimilation_lr`` ``None``
@@ -68,8 +73,14 @@ OPTIONAL_SETTINGS = {"assimilation_lr": None, "assimilation_init": "identity"}
 
 #: adversarial-training settings used when a bundle does not give them (``at_eps`` in units of 1/255)
 AT_DEFAULTS = {"adversarial_training": "none", "at_eps": 2.0, "at_steps": 5, "at_ratio": 1.0, "trades_beta": 6.0}
+#: robust validation (``docs/adversarial.md``, "Which checkpoint a run keeps"): the attack, its steps, and
+#: the images per class it attacks (``None``: the whole validation set)
+ROBUST_VALIDATION_DEFAULTS = {"val_robust_attack": "PGD", "val_robust_steps": 10, "val_robust_per_class": None}
 #: values of ``"auto"`` settings that do not depend on the data (the bundles' tables may override them).
-FIXED_DEFAULTS = {"alpha": 0.99, "assimilation_init": "identity", **AT_DEFAULTS}
+FIXED_DEFAULTS = {"alpha": 0.99, "assimilation_init": "identity", **AT_DEFAULTS, **ROBUST_VALIDATION_DEFAULTS}
+#: settings whose ``"auto"`` follows another setting: ``select_by`` is ``"robust"`` under adversarial
+#: training and ``"clean"`` without; ``val_robust_eps`` is the training ``at_eps``.
+DERIVED_SETTINGS = {"select_by": "adversarial_training", "val_robust_eps": "at_eps"}
 #: settings whose unset value is ``None`` (the backbone's own normalisation) rather than ``"auto"``.
 NONE_IS_UNSET = ("mean", "std")
 #: settings that may differ from the run's recorded ones when it resumes (no ``resume_force`` needed):
@@ -187,6 +198,43 @@ def _check_adversarial_settings(out: dict[str, Any]) -> None:
     out["at_steps"] = _positive_int("at_steps", out["at_steps"])
 
 
+def _check_selection_settings(out: dict[str, Any]) -> None:
+    """Resolve the derived ``"auto"`` values of the selection settings and validate them, in place."""
+    from monai_assim.engines.selection import SELECT_BY
+    from monai_assim.metrics.robust_accuracy import ROBUST_VALIDATION_ATTACKS
+
+    if _is_unset("select_by", out["select_by"]):
+        out["select_by"] = "clean" if out["adversarial_training"] == "none" else "robust"
+    out["select_by"] = str(out["select_by"]).lower()
+    if out["select_by"] not in SELECT_BY:
+        raise UserInputError(
+            f"select_by must be one of {', '.join(SELECT_BY)}, got {out['select_by']!r}.",
+            "--select_by robust keeps the epoch with the best robust validation accuracy, --select_by clean the "
+            "one with the best clean validation accuracy.",
+        )
+    if _is_unset("val_robust_eps", out["val_robust_eps"]):
+        out["val_robust_eps"] = out["at_eps"]
+    value = out["val_robust_eps"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 255.0:
+        raise UserInputError(
+            f"val_robust_eps is in units of 1/255 and must be a number in [0, 255], got {value!r}.",
+            "e.g. --val_robust_eps 2 selects by robust accuracy at 2/255.",
+        )
+    out["val_robust_eps"] = float(value)
+    lookup = {a.lower(): a for a in ROBUST_VALIDATION_ATTACKS}
+    attack = str(out["val_robust_attack"]).lower()
+    if attack in ("apgd-ce", "apgd_ce"):
+        attack = "apgd"
+    if attack not in lookup:
+        raise UserInputError(
+            f"val_robust_attack must be one of {', '.join(ROBUST_VALIDATION_ATTACKS)}, got {out['val_robust_attack']!r}.",
+            "PGD: PGD with a random start; APGD: APGD on the cross-entropy; APGDMargin: APGD on the margin loss.",
+        )
+    out["val_robust_attack"] = lookup[attack]
+    out["val_robust_steps"] = _positive_int("val_robust_steps", out["val_robust_steps"])
+    out["val_robust_per_class"] = _positive_int("val_robust_per_class", out["val_robust_per_class"], allow_none=True)
+
+
 class RunSetup:
     """
     Everything a training bundle decides before it trains, checked before anything is written.
@@ -296,6 +344,12 @@ class RunSetup:
         self._check_weights_available()
         self._plan: Any = None
         self._datalists: dict[str, list[dict]] | None = None
+        #: per-epoch validation records (:meth:`record_epoch`); on resume, those up to the checkpoint's epoch
+        self.epochs: list[dict[str, Any]] = [
+            e
+            for e in (self.recorded or {}).get("epochs") or []
+            if isinstance(e, dict) and int(e.get("epoch", 0)) <= int(self.resumed_from_epoch or 0)
+        ]
 
     # ------------------------------------------------------------------ settings
     def _resolve(
@@ -322,6 +376,9 @@ class RunSetup:
             if _is_unset(key, value):
                 if recorded is not None and key in recorded:
                     out[key] = recorded[key]
+                    continue
+                if key in DERIVED_SETTINGS:  # resolved from the setting it follows, in _validate
+                    out[key] = AUTO
                     continue
                 if value is None:  # mean / std: the backbone's own normalisation
                     out[key] = None
@@ -398,6 +455,7 @@ class RunSetup:
                 "alpha weighs the cross-entropy against the GLCM loss; the paper uses --alpha 0.99.",
             )
         _check_adversarial_settings(out)
+        _check_selection_settings(out)
         pretrained = out["pretrained"]
         if pretrained is None or str(pretrained).lower() == "none":
             out["pretrained"] = "none"
@@ -425,6 +483,8 @@ class RunSetup:
             auto = isinstance(raw, str) and raw.lower() == AUTO
             if key in recorded:
                 source = "the resumed run's summary"
+            elif key in DERIVED_SETTINGS:
+                source = f"{DERIVED_SETTINGS[key]} = {self.settings[DERIVED_SETTINGS[key]]!r}"
             else:
                 source = defaults if key in self._defaults else "FIXED_DEFAULTS"
             lines.append(f"  {key:<22} {value!r}" + (f"   ('auto': from {source})" if auto else ""))
@@ -503,6 +563,74 @@ class RunSetup:
             f"{', '.join(RESUME_CHANGEABLE)} may change on resume. To continue with the new values anyway "
             "pass --resume_force True (recorded in the summary), or train afresh into another --output_dir.",
         )
+
+    # ------------------------------------------------------------------ checkpoint selection
+    @property
+    def robust_validation(self) -> bool:
+        """Whether validation also measures robust accuracy: under adversarial training, or with select_by robust."""
+        return self.settings["select_by"] == "robust" or self.settings["adversarial_training"] != "none"
+
+    @property
+    def other_checkpoint(self) -> tuple[str, str]:
+        """
+        ``(file name, score metric)`` of the checkpoint the other rule would keep, saved beside ``best.pt``
+        when validation measures robust accuracy: ``best_clean.pt`` (``val_acc``) under robust selection,
+        ``best_robust.pt`` (``val_select_robust``) under clean selection.
+        """
+        if self.settings["select_by"] == "robust":
+            return "best_clean.pt", "val_acc"
+        return "best_robust.pt", "val_select_robust"
+
+    def _validation_images(self) -> int | None:
+        if self._datalists is None:
+            return None
+        per_class = self.settings["val_robust_per_class"]
+        counts: dict[int, int] = {}
+        for item in self._datalists.get("validation", []):
+            counts[int(item["label"])] = counts.get(int(item["label"]), 0) + 1
+        return sum(n if per_class is None else min(n, per_class) for n in counts.values())
+
+    def selection(self) -> dict[str, Any]:
+        """How ``best.pt`` is chosen, as recorded in the run summary and an exported bundle's metadata."""
+        s = self.settings
+        robust = s["select_by"] == "robust"
+        out: dict[str, Any] = {"select_by": s["select_by"], "metric": "val_robust_acc" if robust else "val_acc"}
+        if self.robust_validation:
+            eps = f"{s['val_robust_eps']:g}/255"
+            steps = s["val_robust_steps"]
+            label = {"PGD": "PGD", "APGD": "APGD-CE", "APGDMargin": "APGD-margin"}[s["val_robust_attack"]]
+            out["robust_validation"] = {
+                "metric": "val_robust_acc",
+                "attack": s["val_robust_attack"],
+                "steps": steps,
+                "eps_255": s["val_robust_eps"],
+                "per_class": s["val_robust_per_class"],
+                "images": self._validation_images(),
+                "seed": self.seed,
+                "description": f"{label}-{steps} at {eps}",
+            }
+            other, _ = self.other_checkpoint
+        if robust:
+            out["rule"] = (
+                f"the epoch with the highest robust validation accuracy (val_robust_acc, {label}-{steps} at {eps} "
+                "through the whole model), ties broken by clean validation accuracy (val_acc); an epoch whose model "
+                "predicts a single class for every validation image ranks below every epoch that predicts two or more"
+            )
+        else:
+            out["rule"] = "the epoch with the highest clean validation accuracy (val_acc)"
+        out["checkpoints"] = {"best.pt": f"select_by {s['select_by']}", "last.pt": "the last epoch"}
+        if self.robust_validation:
+            out["checkpoints"][other] = "select_by clean" if robust else "select_by robust"
+        return out
+
+    def record_epoch(self, record: dict[str, Any]) -> None:
+        """
+        Add one epoch's validation record (:class:`~monai_assim.engines.EpochSelection` calls this) to the
+        summary's ``"epochs"`` list and rewrite the summary, so a killed run keeps every finished epoch.
+        """
+        self.epochs = [e for e in self.epochs if int(e.get("epoch", 0)) < int(record["epoch"])] + [dict(record)]
+        if get_rank() == 0:
+            self.write_summary(epochs=self.epochs)
 
     # ------------------------------------------------------------------ data
     @property
@@ -610,6 +738,7 @@ class RunSetup:
             status="running",
             counts={k: len(v) for k, v in lists.items()},
             history=history,
+            epochs=self.epochs,
         )
 
     def run(self, trainer: Any) -> None:
@@ -649,6 +778,7 @@ class RunSetup:
             "bundle_root": str(self.bundle_root),
             "class_names": list(self.layout.class_names),
             "settings": dict(self.settings),
+            "selection": self.selection(),
             "seed": self.seed,
             "val_fraction": self.val_fraction,
             "test_fraction": None if self.layout.has_test_split else self.test_fraction,
@@ -677,21 +807,39 @@ class RunSetup:
         doc.update(extra)
         return atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
-    def finish(self, trainer: Any, best_saver: Any = None) -> None:
-        """Complete the run summary after training: epochs completed, best validation accuracy, early stop."""
+    def finish(self, trainer: Any, best_saver: Any = None, other_saver: Any = None) -> None:
+        """
+        Complete the run summary after training: epochs completed, early stop, the epoch ``best.pt`` holds
+        and its validation metrics (``best_metric`` is the rule's metric, ``val_robust_acc`` or ``val_acc``,
+        at that epoch), and the epoch of the other rule's checkpoint (``other_saver``).
+        """
         if get_rank() != 0:
             return
         state = trainer.state
+        by_epoch = {int(e["epoch"]): e for e in self.epochs if "epoch" in e}
+        selection = self.selection()
+        best_epoch = getattr(best_saver, "best_epoch", None)
+        best = by_epoch.get(int(best_epoch)) if best_epoch is not None else None
+        metric = selection["metric"]
+        selection["best_epoch"] = best_epoch
+        if other_saver is not None and "robust_validation" in selection:
+            selection["other_checkpoint"] = {
+                "file": self.other_checkpoint[0],
+                "epoch": getattr(other_saver, "best_epoch", None),
+            }
+        best_metric = best.get(metric) if best is not None else getattr(best_saver, "best_metric", None)
         self.write_summary(
+            selection=selection,
+            best_validation=best,
             status="completed",
             finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
             epochs_completed=int(state.epoch),
             iterations_completed=int(state.iteration),
             max_epochs=int(state.max_epochs),
             stopped_early=int(state.epoch) < int(state.max_epochs),
-            best_metric=getattr(best_saver, "best_metric", None),
-            best_epoch=getattr(best_saver, "best_epoch", None),
-            best_metric_name=getattr(best_saver, "key_metric_name", None),
+            best_metric=best_metric,
+            best_epoch=best_epoch,
+            best_metric_name=metric if best_saver is not None else None,
         )
         if self.demo:
             logger.warning(

@@ -12,6 +12,7 @@ from monai_assim.engines.assimilation_trainer import (
     AssimilationTrainer,
     assimilation_output_transform,
 )
+from monai_assim.engines.selection import SELECT_BY, EpochSelection, selection_score
 
 __all__ = [
     "AssimilationTrainer",
@@ -22,4 +23,7 @@ __all__ = [
     "AdversarialTraining",
     "pgd_perturb",
     "trades_kl",
+    "SELECT_BY",
+    "EpochSelection",
+    "selection_score",
 ]

@@ -37,8 +37,6 @@ the clean half of the batch gives :math:`\mathrm{GLCM}(C(T(x)), x)`, the paper's
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -47,7 +45,7 @@ from monai.utils.enums import StrEnum
 from torch import nn
 
 from monai_assim.attacks import check_eps, step_size
-from monai_assim.utils import as_class_indices, unwrap_module
+from monai_assim.utils import as_class_indices, eval_mode, unwrap_module
 
 __all__ = [
     "ADVERSARIAL_TRAINING_MODES",
@@ -73,18 +71,6 @@ class AdversarialKeys(StrEnum):
 
 #: the logged adversarial-training scalars
 AT_LOG_KEYS = (AdversarialKeys.LOSS_ADV, AdversarialKeys.ACC_CLEAN, AdversarialKeys.ACC_ADV)
-
-
-@contextmanager
-def eval_mode(network: nn.Module) -> Iterator[nn.Module]:
-    """Every submodule in eval mode; afterwards each ``training`` flag is restored as it was."""
-    flags = [(m, m.training) for m in network.modules()]
-    network.eval()
-    try:
-        yield network
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def trades_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:

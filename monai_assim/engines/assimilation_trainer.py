@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -14,7 +14,7 @@ from monai.utils.enums import CommonKeys as Keys, StrEnum
 from monai_assim.engines.adversarial_training import AT_LOG_KEYS, AdversarialTraining
 from monai_assim.losses.assimilation_loss import AssimilationLoss
 from monai_assim.networks.assimilation_net import AssimilationNet
-from monai_assim.utils import unwrap_module
+from monai_assim.utils import first_item, unwrap_module
 
 __all__ = ["AssimilationTrainer", "AssimilationKeys", "assimilation_output_transform"]
 
@@ -37,7 +37,7 @@ def assimilation_output_transform(output: Any) -> dict[str, float]:
     floats, from ``engine.state.output`` whether it was decollated (a list of per-item dicts, the scalars
     replicated, as ``decollate=True`` leaves it) or not (one dict).
     """
-    first = output[0] if isinstance(output, Sequence) and not isinstance(output, (str, Mapping)) else output
+    first = first_item(output)
     if not isinstance(first, Mapping):
         raise TypeError(f"expected the trainer output dict (or a list of them), got {type(output).__name__}.")
     return {

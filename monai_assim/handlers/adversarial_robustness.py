@@ -35,7 +35,7 @@ from monai_assim.robustness_results import (
     write_per_image,
     write_results,
 )
-from monai_assim.utils import as_class_indices, unwrap_module
+from monai_assim.utils import as_class_indices, eval_mode, unwrap_module
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -114,15 +114,9 @@ def _plural(n: int, one: str, many: str) -> str:
 
 @contextmanager
 def _attack_mode(network: torch.nn.Module):
-    """Eval mode and gradients on; afterwards every submodule's ``training`` flag is restored as it was."""
-    flags = [(m, m.training) for m in network.modules()]
-    network.eval()
-    try:
-        with torch.enable_grad():
-            yield network
-    finally:
-        for m, flag in flags:
-            m.training = flag
+    """Eval mode (:func:`monai_assim.utils.eval_mode`, flags restored afterwards) and gradients on."""
+    with eval_mode(network), torch.enable_grad():
+        yield network
 
 
 class AdversarialRobustnessHandler:

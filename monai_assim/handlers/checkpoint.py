@@ -64,6 +64,9 @@ class AtomicCheckpointSaver:
         save_interval: save every this many epochs ("last" mode).
         save_rank: the rank that writes under ``torch.distributed``.
         name: logger name, default ``monai_assim.handlers.checkpoint``.
+        require_metric: "best" mode: a missing ``key_metric_name`` is an error (default); ``False`` skips
+            the epoch instead, for a saver that applies only when an optional metric is computed (the
+            bundles' ``best_robust.pt``, saved only when validation measures robust accuracy).
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class AtomicCheckpointSaver:
         save_interval: int = 1,
         save_rank: int = 0,
         name: str | None = None,
+        require_metric: bool = True,
     ) -> None:
         if not isinstance(save_dict, Mapping) or not save_dict:
             raise ValueError("save_dict must be a non-empty mapping of name -> object with state_dict().")
@@ -94,6 +98,7 @@ class AtomicCheckpointSaver:
         self.save_interval = int(save_interval)
         self.save_rank = save_rank
         self.logger = logging.getLogger(name or __name__)
+        self.require_metric = bool(require_metric)
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
 
@@ -103,9 +108,22 @@ class AtomicCheckpointSaver:
         return self.save_dir / self.filename
 
     def state_dict(self) -> dict:
-        return {"best_metric": self.best_metric, "best_epoch": self.best_epoch}
+        return {"best_metric": self.best_metric, "best_epoch": self.best_epoch, "key_metric_name": self.key_metric_name}
 
     def load_state_dict(self, state_dict: Mapping) -> None:
+        """
+        Restore the best value and epoch; a state recorded for another key metric (a checkpoint written
+        before the run's selection rule changed; states without a name were written for ``"val_acc"``)
+        is not comparable, so the best starts afresh, with a warning.
+        """
+        recorded = state_dict.get("key_metric_name", "val_acc" if state_dict.get("best_metric") is not None else None)
+        if recorded is not None and self.key_metric_name is not None and recorded != self.key_metric_name:
+            self.logger.warning(
+                f"{self.filename}: the checkpoint's best was recorded for {recorded!r}, this saver follows "
+                f"{self.key_metric_name!r}; the best starts afresh (the next epoch writes {self.path})."
+            )
+            self.best_metric = self.best_epoch = None
+            return
         self.best_metric = state_dict.get("best_metric")
         self.best_epoch = state_dict.get("best_epoch")
 
@@ -134,6 +152,8 @@ class AtomicCheckpointSaver:
         if self.key_metric_name is not None:
             metrics = engine.state.metrics
             if self.key_metric_name not in metrics:
+                if not self.require_metric:
+                    return
                 raise KeyError(
                     f"key metric {self.key_metric_name!r} not in engine.state.metrics ({', '.join(metrics) or 'none'})."
                 )

@@ -1,4 +1,4 @@
-"""Metrics of domain assimilation: how far the texture and colour modules moved the images."""
+"""Metrics of domain assimilation (how far T and C moved the images) and of validation (robust accuracy, predicted classes)."""
 
 from monai_assim.metrics.assimilation import (
     AssimilationMovement,
@@ -7,8 +7,20 @@ from monai_assim.metrics.assimilation import (
     grey,
     grey_level_map,
 )
-
-__all__ = ["AssimilationMovement", "assimilation_distances", "chroma", "grey", "grey_level_map"]
 from monai_assim.metrics.glcm_invariance import GREY_LEVEL_MAPS, glcm_invariance
+from monai_assim.metrics.predicted_classes import PredictedClassCount
+from monai_assim.metrics.robust_accuracy import ROBUST_VALIDATION_ATTACKS, RobustAccuracy, stratified_mask
 
-__all__ += ["GREY_LEVEL_MAPS", "glcm_invariance"]
+__all__ = [
+    "AssimilationMovement",
+    "GREY_LEVEL_MAPS",
+    "PredictedClassCount",
+    "ROBUST_VALIDATION_ATTACKS",
+    "RobustAccuracy",
+    "assimilation_distances",
+    "chroma",
+    "glcm_invariance",
+    "grey",
+    "grey_level_map",
+    "stratified_mask",
+]

@@ -14,6 +14,7 @@ from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 from torch import nn
 
 from monai_assim.losses.glcm_loss import LUMA_BT601, GLCMLoss
+from monai_assim.utils import first_item, output_tensor, unwrap_module
 
 __all__ = ["AssimilationMovement", "assimilation_distances", "chroma", "grey", "grey_level_map"]
 
@@ -101,30 +102,6 @@ def assimilation_distances(
     return out
 
 
-def _unwrap(network: nn.Module) -> nn.Module:
-    while True:
-        if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            network = network.module
-        elif hasattr(network, "_orig_mod"):
-            network = network._orig_mod
-        else:
-            return network
-
-
-def _first(output: Any) -> Any:
-    return output[0] if isinstance(output, Sequence) and not isinstance(output, (str, Mapping)) else output
-
-
-def _images(output: Any, key: str) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, Mapping):
-        return output[key]
-    if isinstance(output, Sequence):  # decollated: a list of per-item dicts
-        return torch.stack([torch.as_tensor(item[key]) for item in output])
-    raise TypeError(f"cannot find images in an output of type {type(output).__name__}.")
-
-
 class AssimilationMovement(Metric):
     r"""
     Epoch means of :func:`assimilation_distances` of ``network.assimilate(x)`` over the images ``x`` of
@@ -183,9 +160,8 @@ class AssimilationMovement(Metric):
 
     @reinit__is_reduced
     def update(self, output: Any) -> None:
-        x = _images(output, self.image_key)
-        x = (x.as_tensor() if hasattr(x, "as_tensor") else x).float()
-        net = _unwrap(self.network)
+        x = output_tensor(output, self.image_key).float()
+        net = unwrap_module(self.network)
         param = next(net.parameters(), None)
         if param is not None:
             x = x.to(param.device)
@@ -201,7 +177,7 @@ class AssimilationMovement(Metric):
             self._sums[2] += float(d["glcm"].sum())
             self._glcm_examples += n
         elif self.glcm == FROM_OUTPUT:
-            value = _first(output).get("loss_glcm") if isinstance(_first(output), Mapping) else None
+            value = first_item(output).get("loss_glcm") if isinstance(first_item(output), Mapping) else None
             if value is not None:
                 self._sums[2] += float(torch.as_tensor(value).detach().float().mean()) * n
                 self._glcm_examples += n

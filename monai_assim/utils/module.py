@@ -1,10 +1,13 @@
-"""Reaching the user's ``nn.Module`` through the wrappers that training puts around it."""
+"""Reaching the user's ``nn.Module`` through the wrappers that training puts around it, and its mode."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from torch import nn
 
-__all__ = ["unwrap_module"]
+__all__ = ["eval_mode", "unwrap_module"]
 
 
 def unwrap_module(network: nn.Module, compiled: bool = True) -> nn.Module:
@@ -27,3 +30,19 @@ def unwrap_module(network: nn.Module, compiled: bool = True) -> nn.Module:
             network = network._orig_mod
         else:
             return network
+
+
+@contextmanager
+def eval_mode(network: nn.Module) -> Iterator[nn.Module]:
+    """
+    Every submodule of ``network`` in eval mode; afterwards each submodule's ``training`` flag is restored
+    as it was (not ``network.train()``, which would also unfreeze a BatchNorm the user froze). Unlike
+    ``monai.networks.eval_mode`` it leaves gradients as they are, so attacks can run inside it.
+    """
+    flags = [(m, m.training) for m in network.modules()]
+    network.eval()
+    try:
+        yield network
+    finally:
+        for m, flag in flags:
+            m.training = flag
