@@ -34,7 +34,11 @@ import torchattacks
 from monai_assim.errors import UserInputError
 
 __all__ = [
+    "ATTACK_BUDGETS",
     "APGDMargin",
+    "attack_budget",
+    "convergence_members",
+    "describe_attack",
     "ENSEMBLES",
     "SUPPORTED_ATTACKS",
     "PAPER_ATTACKS",
@@ -116,6 +120,77 @@ ENSEMBLES: dict[str, dict[str, dict[str, Any]]] = {
 idea (Croce & Hein 2020) for 2-class models, where the DLR losses do not apply: APGD on CE, APGD on the
 margin loss (:class:`APGDMargin`) and black-box Square on the margin loss; read it with the per-eps
 worst case over its members."""
+
+ATTACK_BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
+    "quick": {
+        "APGD": {"loss": "ce", "steps": 10},
+        "APGDMargin": {"steps": 10},
+        "Square": {"loss": "margin", "n_queries": 100},
+    },
+    "standard": {
+        "APGD": {"loss": "ce", "steps": 100, "n_restarts": 2},
+        "APGDMargin": {"steps": 100, "n_restarts": 2},
+        "Square": {"loss": "margin", "n_queries": 1000},
+    },
+    "thorough": {
+        "APGD": {"loss": "ce", "steps": 200, "n_restarts": 5},
+        "APGDMargin": {"steps": 200, "n_restarts": 5},
+        "Square": {"loss": "margin", "n_queries": 5000},
+    },
+}
+"""The strong ensembles whose per-image worst case is the headline robust accuracy, by budget (in the
+order of :func:`convergence_members`): AutoAttack's idea for 2-class models (Croce & Hein, ICML 2020),
+where the DLR losses do not apply: APGD on CE, APGD on the margin loss (:class:`APGDMargin`) and black-box
+Square. ``quick`` is torchattacks' default strength (10 steps, 1 restart): its figures are upper bounds.
+The figures behind ``standard`` are in docs/performance.md."""
+
+
+def attack_budget(budget: str) -> dict[str, dict[str, Any]]:
+    """The members (name -> kwargs) of budget ``budget`` of :data:`ATTACK_BUDGETS` (case-insensitive)."""
+    key = str(budget).strip().lower()
+    if key not in ATTACK_BUDGETS:
+        raise UserInputError(
+            f"unknown attack budget {budget!r}.",
+            f"choose one of {', '.join(ATTACK_BUDGETS)} (standard: the strong default; quick: upper bounds only).",
+        )
+    return {name: dict(kwargs) for name, kwargs in ATTACK_BUDGETS[key].items()}
+
+
+def convergence_members(budget: str) -> dict[str, dict[str, Any]]:
+    """
+    The gradient members of the next larger budget than ``budget``, which the convergence check runs on
+    the images the ensemble left correct; above ``thorough``: its members with twice the steps and restarts.
+    """
+    order = list(ATTACK_BUDGETS)
+    key = str(budget).strip().lower()
+    attack_budget(key)  # validates
+    if order.index(key) + 1 < len(order):
+        members = attack_budget(order[order.index(key) + 1])
+    else:
+        members = {
+            name: {**kw, "steps": 2 * kw["steps"], "n_restarts": 2 * kw.get("n_restarts", 1)}
+            for name, kw in attack_budget(key).items()
+            if "steps" in kw
+        }
+    return {name: kw for name, kw in members.items() if name != "Square"}
+
+
+def describe_attack(name: str, kwargs: Mapping[str, Any] | None = None) -> str:
+    """
+    A short readable name with the budget an attack runs with: ``"APGD-CE 100 steps x 2 restarts"``,
+    ``"APGD-margin 100 steps"``, ``"Square 1000 queries"``, ``"PGD 10 steps"``, ``"FGSM"``.
+    """
+    name = canonical_attack_name(name)
+    kwargs = dict(kwargs or {})
+    label = {"APGD": f"APGD-{str(kwargs.get('loss', 'ce')).upper()}", "APGDMargin": "APGD-margin"}.get(name, name)
+    if name == "Square":
+        return f"{label} {kwargs.get('n_queries', 5000)} queries"
+    if name == "FGSM":
+        return label
+    steps = kwargs.get("steps", 10)
+    restarts = int(kwargs.get("n_restarts", 1))
+    return f"{label} {steps} steps" + (f" x {restarts} restarts" if restarts > 1 else "")
+
 
 PAPER_ATTACKS: tuple[str, ...] = ("FGSM", "BIM", "MIFGSM", "PGD")
 """The four white-box attacks of Chen & Luo (PAKDD 2024)."""

@@ -114,15 +114,9 @@ RUNS: dict[str, tuple[str, float | None]] = {
     name: (ARMS[name]["variant"], ARMS[name].get("alpha")) for name in DEFAULT_ARMS
 }
 
-#: the white-box attacks of the paper, then APGD (CE) and black-box Square
-STUDY_ATTACKS: dict[str, dict[str, Any]] = {
-    "FGSM": {},
-    "BIM": {},
-    "MIFGSM": {},
-    "PGD": {},
-    "APGD": {"loss": "ce"},
-    "Square": {"n_queries": 1000},
-}
+#: the white-box attacks of the paper, drawn as curves; the headline worst case adds the strong ensemble of
+#: the study's ``attack_budget`` (APGD-CE, APGD-margin, Square; :data:`monai_assim.attacks.ATTACK_BUDGETS`)
+STUDY_ATTACKS: dict[str, dict[str, Any]] = {"FGSM": {}, "BIM": {}, "MIFGSM": {}, "PGD": {}}
 
 #: columns of comparison.csv; ``<name>`` stands for each run of the study
 COMPARISON_COLUMNS = (
@@ -217,7 +211,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def write_comparison(rows: Sequence[Mapping[str, Any]], output_dir: Path, title: str = "") -> tuple[Path, Path]:
+def write_comparison(
+    rows: Sequence[Mapping[str, Any]], output_dir: Path, title: str = "", note: str = ""
+) -> tuple[Path, Path]:
     """Write ``comparison.csv`` and ``comparison.md`` (accuracy per run and the assimilated - vanilla delta)."""
     columns = list(rows[0])
     csv_path, md_path = output_dir / "comparison.csv", output_dir / "comparison.md"
@@ -227,6 +223,7 @@ def write_comparison(rows: Sequence[Mapping[str, Any]], output_dir: Path, title:
         writer.writerows(rows)
     shown = ["attack", "eps_255", "n"] + [c for c in columns if c.endswith("_accuracy")]
     lines = [f"# {title}".rstrip(), ""] if title else []
+    lines += [note, ""] if note else []
     lines += [
         "| " + " | ".join("eps (x/255)" if c == "eps_255" else c for c in shown) + " |",
         "|" + "---|" * len(shown),
@@ -381,8 +378,20 @@ def _eps_key(v: Any) -> float:
     return round(float(v), 4)
 
 
+def _headline_note(headline: Mapping[str, Any]) -> str:
+    """The tables' line naming what the worst case is (``""`` without an ensemble)."""
+    if not headline:
+        return ""
+    bound = " These are UPPER BOUNDS (the quick budget)." if headline.get("upper_bound") else ""
+    return f"Worst case ({headline.get('budget')} attack budget): {headline.get('description')}.{bound}"
+
+
 def write_aggregate(
-    rows: Sequence[Mapping[str, Any]], movement: Mapping[str, Any], output_dir: Path, title: str = ""
+    rows: Sequence[Mapping[str, Any]],
+    movement: Mapping[str, Any],
+    output_dir: Path,
+    title: str = "",
+    note: str = "",
 ) -> tuple[Path, Path]:
     """``aggregate.csv`` (long: one row per arm, attack, eps) and ``aggregate.md`` (wide: mean ± std [min, max]
     per arm, then the assimilation movement per arm)."""
@@ -398,6 +407,7 @@ def write_aggregate(
     n_seeds = max((r["n_seeds"] for r in rows), default=0)
     lines = [f"# {title}".rstrip(), ""] if title else []
     lines += [f"Accuracy over {n_seeds} seeds: mean ± std (sample std) [min, max]; n = test images per seed.", ""]
+    lines += [note, ""] if note else []
     lines += ["| attack | eps (x/255) | n | " + " | ".join(arms) + " |", "|" + "---|" * (3 + len(arms))]
     for cond in conds:
         label = cond[0] + {"attack": "", "clean": "", "worst": "", "check": " (large-eps check)"}.get(
@@ -534,6 +544,7 @@ def run_study(
     structure_checks: Sequence[str] = (),
     structure_check_seeds: Sequence[int] | None = None,
     structure_check_kwargs: Mapping[str, Any] | None = None,
+    attack_budget: str | None = "standard",
 ) -> dict[str, Any]:
     """
     Train and attack every arm (default vanilla, assimilated and, with ``ablation``, ``alpha = 1``) for every
@@ -543,8 +554,10 @@ def run_study(
     with the synthetic demo set). ``seeds=None`` runs the single seed ``seed`` with the one-seed layout
     (``runs/<arm>``, ``comparison.*`` at the root); a list of seeds uses ``runs/seed<k>/<arm>`` and adds
     the aggregate and paired tables. ``jobs > 1`` runs that many (seed, arm) jobs at once, each a
-    single-thread subprocess. ``worst_case`` adds the per-image worst case over attacks per eps to the
-    tables. ``structure_checks`` names the arms whose evaluation also runs the structure-aware checks
+    single-thread subprocess. ``attack_budget`` (default ``"standard"``; ``None`` or ``"none"``: no ensemble)
+    adds the strong ensemble whose per-image worst case, with the grid attacks, is the headline (role
+    ``worst``, always in the tables then; the tables name its members). ``worst_case`` adds the per-image
+    worst case over attacks per eps to the tables without an ensemble. ``structure_checks`` names the arms whose evaluation also runs the structure-aware checks
     (straight-through clamps, APGD-CE with a larger budget ``structure_check_kwargs``; see
     :class:`~monai_assim.handlers.AdversarialRobustnessHandler`), for the seeds ``structure_check_seeds``
     (default all): they double the cost of an evaluation, so a study runs them where a gain is to be checked.
@@ -589,7 +602,9 @@ def run_study(
         "check_eps": check_eps if check_eps is not None else "$None",
         "backbone": backbone,
         "worst_case": bool(worst_case),
+        "attack_budget": "none" if attack_budget is None else str(attack_budget),
     }
+    worst_case = bool(worst_case) or str(attack_budget).lower() not in ("none", "")
     checks: dict[str, Any] = {"structure_checks": True}
     if structure_check_kwargs:
         checks["structure_check_kwargs"] = dict(structure_check_kwargs)
@@ -651,6 +666,7 @@ def run_study(
 
     results: dict[int, dict[str, list[dict[str, Any]]]] = {}
     reports: dict[str, list[str]] = {}
+    headline: dict[str, Any] = {}
     summaries: dict[str, dict[str, Any]] = {}
     per_image: dict[int, dict[str, dict]] = {}
     movement: dict[str, dict[str, Any]] = {}
@@ -660,7 +676,9 @@ def run_study(
             run_dir = run_dir_of(s, name)
             label = f"seed{s}/{name}" if multi else name
             results[s][name] = _read_rows(run_dir / "eval" / "robustness.csv")
-            reports[label] = json.loads((run_dir / "eval" / "robustness.json").read_text()).get("report", [])
+            saved = json.loads((run_dir / "eval" / "robustness.json").read_text())
+            reports[label] = saved.get("report", [])
+            headline = headline or saved.get("headline") or {}
             summaries[label] = load_run_summary(run_dir)
             if (run_dir / "eval" / PER_IMAGE_FILE).is_file():
                 per_image.setdefault(s, {})[name] = read_per_image(
@@ -675,7 +693,9 @@ def run_study(
             if multi
             else f"{bundle}, {backbone}: accuracy under attack"
         )
-        write_comparison(compare_results(results[s]), out / "runs" / f"seed{s}" if multi else out, title)
+        write_comparison(
+            compare_results(results[s]), out / "runs" / f"seed{s}" if multi else out, title, _headline_note(headline)
+        )
     for m in movement.values():
         values = list(m["per_seed"].values())
         m["mean"] = {k: sum(v[k] for v in values) / len(values) for k in MOVEMENT_KEYS}
@@ -694,7 +714,9 @@ def run_study(
     }
     aggregate = aggregate_over_seeds(results)
     if multi:
-        write_aggregate(aggregate, movement, out, f"{bundle}, {backbone}: accuracy over seeds {seed_list}")
+        write_aggregate(
+            aggregate, movement, out, f"{bundle}, {backbone}: accuracy over seeds {seed_list}", _headline_note(headline)
+        )
         files.update(
             aggregate="aggregate.csv",
             aggregate_table="aggregate.md",
@@ -766,6 +788,7 @@ def run_study(
             for n in names
         },
         "attacks": attacks,
+        "headline": headline,
         "eps_255": [round(e * 255, 4) for e in (eps or [k / 255 for k in range(1, 9)])],
         "attack_eps_255": {k: [round(e * 255, 4) for e in v] for k, v in (attack_eps or {}).items()},
         "seed": seed_list[0],
@@ -851,8 +874,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--train_per_class", type=_parse_caps, default=None)
     p.add_argument("--val_per_class", type=_parse_caps, default=None)
     p.add_argument("--test_per_class", type=_parse_caps, default=None)
+    p.add_argument("--attacks", default=None, help="JSON mapping name -> torchattacks kwargs (default: the paper's 4)")
     p.add_argument(
-        "--attacks", default=None, help="JSON mapping name -> torchattacks kwargs (default: paper's 4 + APGD + Square)"
+        "--attack_budget",
+        default="standard",
+        choices=["none", "quick", "standard", "thorough"],
+        help="the strong ensemble of the headline worst case (default standard; quick gives upper bounds)",
     )
     p.add_argument("--eps_255", default=None, help="comma-separated eps in units of 1/255 (default 1,...,8)")
     p.add_argument(
@@ -947,6 +974,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         trades_beta=a.trades_beta,
         movement_images=a.movement_images,
         worst_case=a.worst_case,
+        attack_budget=a.attack_budget,
         structure_checks=a.structure_checks,
         structure_check_seeds=a.structure_check_seeds,
         structure_check_kwargs=json.loads(a.structure_check_kwargs) if a.structure_check_kwargs else None,

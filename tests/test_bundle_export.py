@@ -144,6 +144,12 @@ def test_export_layout_metadata_readme(run, exported):
         r for r in json.loads((run["out"] / "eval" / "robustness.json").read_text())["rows"] if r["role"] == "clean"
     ]
     assert meta["eval_metrics"]["accuracy"] == pytest.approx(clean[0]["accuracy"])
+    # the run's evaluation had no ensemble: the metadata says its worst case is an upper bound
+    assert meta["robustness"]["upper_bound"] is True and meta["robustness"]["attack_budget"] is None
+    assert (
+        "L-inf" in meta["robustness"]["threat_model"]
+        and meta["robustness"]["selection"] == summary["selection"]["rule"]
+    )
     # how the exported weights were chosen
     assert meta["training"]["selection"] == summary["selection"] and summary["selection"]["select_by"] == "clean"
     chosen = meta["training"]["exported_checkpoint"]
@@ -361,3 +367,23 @@ def test_exported_checkpoint_of_a_robust_selected_run(tmp_path):
     }
     other = _exported_checkpoint(summary, "best_clean", str(tmp_path / "best_clean.pt"))
     assert other["epoch"] == 2 and "clean validation accuracy" in other["chosen_by"] and other["validation"] == {}
+
+
+def test_exported_metadata_names_the_headline(tmp_path):
+    """eval_metrics: clean and worst-case accuracy per eps as flat numbers; robustness: members and budget."""
+    from monai_assim.bundle.export import _eval_metrics, _robustness_meta
+
+    headline = {"budget": "standard", "upper_bound": False, "description": "per image, the worst case over ...",
+                "grid_attacks": {"PGD": {}}, "ensemble": {"APGD": {"loss": "ce", "steps": 100, "n_restarts": 2}}}  # fmt: skip
+    rows = [{"role": "attack", "attack": "PGD", "eps_255": 2.0, "accuracy": 0.6},
+            {"role": "worst", "attack": "worst", "eps_255": 2.0, "accuracy": 0.4},
+            {"role": "worst", "attack": "worst", "eps_255": 0.5, "accuracy": 0.7}]  # fmt: skip
+    results = {"clean_accuracy": 0.9, "rows": rows, "headline": headline}
+    assert _eval_metrics(results) == {
+        "accuracy": 0.9,
+        "worst_case_accuracy_eps2": 0.4,
+        "worst_case_accuracy_eps0.5": 0.7,
+    }
+    meta = _robustness_meta({"selection": {"rule": "the robust rule"}}, results)
+    assert meta["attack_budget"] == "standard" and meta["upper_bound"] is False
+    assert meta["attacks"]["ensemble"]["APGD"]["steps"] == 100 and meta["selection"] == "the robust rule"

@@ -42,11 +42,29 @@ TINY = [
     "--pretrained",
     "none",
 ]
-#: one cheap attack and eps for evaluate.json (the default is the paper's 4 attacks x 8 eps).
-TINY_EVAL = ["--backbone", "mobilenet_v2", "--attacks", "['FGSM']", "--eps", "[0.03]", "--check_eps", "$None"]
+#: one cheap attack and eps for evaluate.json, no ensemble (the default is the paper's 4 attacks x 8 eps and
+#: the standard ensemble, tested in test_attack_budget.py).
+TINY_EVAL = [
+    "--backbone",
+    "mobilenet_v2",
+    "--attacks",
+    "['FGSM']",
+    "--eps",
+    "[0.03]",
+    "--check_eps",
+    "$None",
+    "--attack_budget",
+    "none",
+]
 #: the same as keyword arguments of ``monai.bundle.run``.
 TINY_KW = {"image_size": 32, "epochs": 1, "batch_size": 8, "backbone": "mobilenet_v2", "pretrained": "none"}
-TINY_EVAL_KW = {"backbone": "mobilenet_v2", "attacks": ["FGSM"], "eps": [0.03], "check_eps": "$None"}
+TINY_EVAL_KW = {
+    "backbone": "mobilenet_v2",
+    "attacks": ["FGSM"],
+    "eps": [0.03],
+    "check_eps": "$None",
+    "attack_budget": "none",
+}
 
 
 def _env() -> dict:

@@ -16,7 +16,7 @@ from test_bundles import BUNDLES, TINY, bundle_cmd, run_ok, tiny_dataset
 from monai_assim.handlers import AdversarialRobustnessHandler
 from monai_assim.robustness_results import write_results
 
-EVAL = ["--backbone", "mobilenet_v2", "--check_eps", "$None"]
+EVAL = ["--backbone", "mobilenet_v2", "--check_eps", "$None", "--attack_budget", "none"]
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +33,11 @@ def copy_run(run, dest):
     return dest
 
 
-def test_default_evaluation_runs_a_cheap_square_at_the_largest_eps():
-    """The default attacks are the paper's four plus Square with 100 queries at the largest eps of the grid,
-    which follows --eps; an --attacks without Square leaves that grid unused instead of failing."""
+def test_square_attack_eps_default_follows_the_grid():
+    """A Square among --attacks runs at the largest eps of the grid by default (attack_eps), which follows
+    --eps; an --attacks without Square leaves that grid unused instead of failing."""
     parser = ConfigParser()
     parser.read_config(str(BUNDLES / "chest_ct" / "evaluate.json"))
-    attacks = parser.get_parsed_content("attacks")
-    assert attacks == {"FGSM": {}, "BIM": {}, "MIFGSM": {}, "PGD": {}, "Square": {"n_queries": 100}}
     assert parser.get_parsed_content("attack_eps") == {"Square": [8 / 255]}
     parser["eps"] = [1 / 255, 4 / 255]
     parser.parse()
@@ -151,6 +149,8 @@ def test_study_keeps_square_on_its_whole_grid(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         study.run_study("chest_xray", output_dir=tmp_path, arms=["vanilla"])
     assert specs[0]["eval_override"]["attack_eps"] == {}
+    assert specs[0]["eval_override"]["attack_budget"] == "standard"  # the strong headline by default
+    assert specs[0]["eval_override"]["attacks"] == {"FGSM": {}, "BIM": {}, "MIFGSM": {}, "PGD": {}}
     with pytest.raises(KeyboardInterrupt):
         study.run_study("chest_xray", output_dir=tmp_path, arms=["vanilla"], attack_eps={"Square": [8 / 255]})
     assert specs[1]["eval_override"]["attack_eps"] == {"Square": [8 / 255]}

@@ -47,6 +47,8 @@ def study_dir(tmp_path_factory):
             "--n_examples",
             "2",
             "--prune",
+            "--attack_budget",
+            "none",
         ]
     )
     assert rc == 0

@@ -126,6 +126,8 @@ TINY = [
     "8",
     "--check_eps_255",
     "0",
+    "--attack_budget",
+    "none",
     "--n_examples",
     "0",
     "--arms",

@@ -225,10 +225,40 @@ def _eval_results(run_dir: Path) -> dict[str, Any]:
     rows = load_robustness_rows(str(path))
     clean = [r for r in rows if r.get("role") == "clean"]
     return {
+        "headline": json.loads(path.read_text()).get("headline") or {},
         "clean_accuracy": clean[0]["accuracy"] if clean else None,
         "n": clean[0].get("n") if clean else None,
         "rows": [r for r in rows if r.get("role") != "clean"],
         "figure": (run_dir / "eval" / "robustness.png") if (run_dir / "eval" / "robustness.png").is_file() else None,
+    }
+
+
+def _eval_metrics(results: Mapping[str, Any]) -> dict[str, float]:
+    """
+    Flat numeric figures a user chooses a model by: ``accuracy`` (clean) and ``worst_case_accuracy_eps<k>``
+    (the per-image worst case over the evaluation's attacks at ``k``/255; the headline with an ensemble).
+    """
+    if results.get("clean_accuracy") is None:
+        return {}
+    out = {"accuracy": float(results["clean_accuracy"])}
+    for r in results.get("rows", []):
+        if r.get("role") == "worst":
+            out[f"worst_case_accuracy_eps{float(r['eps_255']):g}"] = float(r["accuracy"])
+    return out
+
+
+def _robustness_meta(summary: Mapping[str, Any], results: Mapping[str, Any]) -> dict[str, Any]:
+    """The threat model, the attacks and budget behind ``eval_metrics``, and how the weights were chosen."""
+    headline = dict(results.get("headline") or {})
+    return {
+        "threat_model": "L-inf perturbations of the grey input in [0, 1] pixel space, eps in units of 1/255, "
+        "attacks through the whole network (texture and colour modules, normalisation, backbone)",
+        "worst_case": headline.get("description")
+        or "per image, the worst case over the attacks of the evaluation (no strong ensemble was run)",
+        "attack_budget": headline.get("budget"),
+        "upper_bound": bool(headline.get("upper_bound", not headline)),
+        "attacks": {"grid": headline.get("grid_attacks"), "ensemble": headline.get("ensemble")} if headline else None,
+        "selection": (summary.get("selection") or {}).get("rule"),
     }
 
 
@@ -309,9 +339,8 @@ def _metadata(
                 "exported_checkpoint": dict(exported),
                 "versions": summary.get("versions", {}),
             },
-            "eval_metrics": {"accuracy": results["clean_accuracy"]}
-            if results.get("clean_accuracy") is not None
-            else {},
+            "eval_metrics": _eval_metrics(results),
+            "robustness": _robustness_meta(summary, results),
         }
     )
     meta.setdefault("required_packages_version", {})["monai_assim"] = monai_assim.__version__
@@ -397,6 +426,13 @@ def _readme(meta: Mapping[str, Any], name: str, results: Mapping[str, Any]) -> s
         lines += [
             f"Clean accuracy on the run's test split: {_fmt(results.get('clean_accuracy'))} "
             f"({'n/a' if n is None else int(n)} images). Robust accuracy under attack (`configs/evaluate.json`):",
+            "",
+        ]
+        robustness = meta.get("robustness") or {}
+        lines += [
+            f"The worst case (rows `worst`): {robustness.get('worst_case')}"
+            + (f" ({robustness.get('attack_budget')} attack budget)." if robustness.get("attack_budget") else ".")
+            + (" These figures are UPPER BOUNDS of the robust accuracy." if robustness.get("upper_bound") else ""),
             "",
         ]
         if results["rows"]:

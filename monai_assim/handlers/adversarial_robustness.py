@@ -15,13 +15,17 @@ from monai.utils import CommonKeys, IgniteInfo, min_version, optional_import
 
 from monai_assim.attack_cost import EvaluationCost, estimate_cost, format_duration
 from monai_assim.attacks import (
+    ATTACK_BUDGETS,
     DEFAULT_EPS,
     PAPER_ATTACKS,
+    attack_budget as budget_members,
     build_attack,
     build_eps_grouped_attack,
     canonical_attack_name,
     check_eps as validate_eps,
     check_num_classes,
+    convergence_members,
+    describe_attack,
     is_eps_groupable,
     parse_attacks,
     run_attack,
@@ -59,6 +63,9 @@ DEFAULT_STRONG_APGD: dict[str, Any] = {"loss": "ce", "steps": 50, "n_restarts": 
 #: black-box attacks: no gradient, so the straight-through (BPDA) rerun does not apply to them
 _BLACK_BOX = ("Square",)
 
+#: roles whose attacks run only on the images every earlier attack at their eps left correct (AutoAttack)
+_CASCADE_ROLES = ("ensemble", "check_convergence")
+
 
 def eps_tag(eps: float) -> str:
     """``eps`` in units of 1/255, as used in metric names: 8/255 -> ``"8"``, 0.5/255 -> ``"0.5"``."""
@@ -72,13 +79,22 @@ def robustness_metric_names(
     check_eps: float | None = 64 / 255,
     worst_case: bool = False,
     structure_checks: bool = False,
+    attack_budget: str | None = None,
+    ensemble_eps: Sequence[float] | None = None,
+    convergence_check: bool = True,
 ) -> list[str]:
     """
     The names :class:`AdversarialRobustnessHandler` writes to ``engine.state.metrics``, in order::
 
         {prefix}clean_acc
         {prefix}{attack}_eps{k}_acc, {prefix}{attack}_eps{k}_asr   for each attack, then each eps
-        {prefix}worst_eps{k}_acc                                     each eps, with worst_case
+        {prefix}ensemble_{member}_eps{k}_acc                         with attack_budget: each member of
+                                                                     the ensemble (cumulative), each
+                                                                     ensemble eps
+        {prefix}worst_eps{k}_acc                                     each eps, with worst_case or
+                                                                     attack_budget
+        {prefix}check_convergence_{member}_eps{k}_acc                with attack_budget and
+                                                                     convergence_check
         {prefix}check_PGD_eps{k}_acc                                 when check_eps is set
         {prefix}check_bpda_{attack}_eps{k}_acc                       with structure_checks: each
                                                                      gradient-based attack, each eps
@@ -96,8 +112,17 @@ def robustness_metric_names(
     for a in parsed:
         for e in eps:
             names += [f"{prefix}{a}_eps{eps_tag(e)}_acc", f"{prefix}{a}_eps{eps_tag(e)}_asr"]
-    if worst_case:
-        names += [f"{prefix}worst_eps{eps_tag(e)}_acc" for e in eps]
+    ens_eps = list(eps if ensemble_eps is None else ensemble_eps)
+    if attack_budget is not None:
+        names += [f"{prefix}ensemble_{m}_eps{eps_tag(e)}_acc" for m in budget_members(attack_budget) for e in ens_eps]
+    if worst_case or attack_budget is not None:
+        names += [f"{prefix}worst_eps{eps_tag(e)}_acc" for e in dict.fromkeys([*eps, *ens_eps])]
+    if attack_budget is not None and convergence_check:
+        names += [
+            f"{prefix}check_convergence_{m}_eps{eps_tag(e)}_acc"
+            for m in convergence_members(attack_budget)
+            for e in ens_eps
+        ]
     if check_eps is not None:
         names.append(f"{prefix}check_PGD_eps{eps_tag(check_eps)}_acc")
     if structure_checks:
@@ -194,6 +219,19 @@ class AdversarialRobustnessHandler:
             ``"structure"``).
         structure_check_kwargs: torchattacks APGD keyword arguments of the larger-budget check; default
             :data:`DEFAULT_STRONG_APGD` (CE, 50 steps, 3 restarts).
+        attack_budget: ``None`` or ``"none"`` (no ensemble), or a budget of :data:`monai_assim.attacks.ATTACK_BUDGETS`
+            (``"quick"``, ``"standard"``, ``"thorough"``): its strong ensemble (APGD-CE, APGD-margin, Square)
+            runs at each eps of ``ensemble_eps`` after the grid attacks, AutoAttack's way: each member only on
+            the images every attack before it at that eps (grid attacks and earlier members) left correct,
+            so its row (role ``"ensemble"``) is the accuracy after it and everything before it, and the worst
+            case over attacks (role ``"worst"``, always reported with a budget) is the headline robust
+            accuracy. ``"quick"`` figures are upper bounds, and the report says so.
+        ensemble_eps: the eps values of the ensemble; default ``eps``.
+        convergence_check: with ``attack_budget``, run the gradient members of the next larger budget
+            (:func:`monai_assim.attacks.convergence_members`) on the images the worst case left correct (role
+            ``"check_convergence"``, cumulative like the ensemble); where they lower the worst case by more
+            than ``convergence_tolerance`` the report says the budget has not converged and names the one to use.
+        convergence_tolerance: the accuracy drop the convergence check accepts.
 
     Per-image results: with ``output_dir``, ``<output_dir>/<file_prefix>_per_image.csv`` in long format
     (:data:`~monai_assim.robustness_results.PER_IMAGE_COLUMNS`): one row per sample and result (clean,
@@ -233,6 +271,10 @@ class AdversarialRobustnessHandler:
         worst_case: bool = False,
         structure_checks: bool = False,
         structure_check_kwargs: Mapping[str, Any] | None = None,
+        attack_budget: str | None = None,
+        ensemble_eps: Sequence[float] | None = None,
+        convergence_check: bool = True,
+        convergence_tolerance: float = 0.01,
     ) -> None:
         self.attacks = parse_attacks(DEFAULT_ATTACKS if attacks is None else attacks)
         if isinstance(eps, (int, float)):
@@ -252,7 +294,8 @@ class AdversarialRobustnessHandler:
             if not grid or len(set(grid)) != len(grid):
                 raise ValueError(f"attack_eps[{name!r}] must be a non-empty grid without repeats, got {grid}.")
             self.attack_eps[key] = [validate_eps(e) for e in grid]
-        self.check_eps = None if check_eps is None else validate_eps(check_eps)
+        # check_eps 0 (or None) switches the large-eps check off: PGD at eps 0 would only restate clean accuracy
+        self.check_eps = None if check_eps is None or check_eps == 0 else validate_eps(check_eps)
         self.check_kwargs = dict({"steps": 20} if check_kwargs is None else check_kwargs)
         if "eps" in self.check_kwargs:
             raise ValueError("give the eps of the check through check_eps, not in check_kwargs.")
@@ -272,7 +315,18 @@ class AdversarialRobustnessHandler:
         self.label_key = label_key
         self.progress = progress
         self.save_rank = save_rank
-        self.worst_case = bool(worst_case)
+        budget = None if attack_budget is None else str(attack_budget).strip().lower()
+        self.budget = None if budget in (None, "none") else budget
+        self.ensemble = {} if self.budget is None else budget_members(self.budget)
+        grid = (
+            self.eps if ensemble_eps is None else ([ensemble_eps] if isinstance(ensemble_eps, float) else ensemble_eps)
+        )
+        self.ensemble_eps = [validate_eps(e) for e in grid]
+        if self.ensemble and (not self.ensemble_eps or len(set(self.ensemble_eps)) != len(self.ensemble_eps)):
+            raise ValueError(f"ensemble_eps must be a non-empty grid without repeats, got {list(grid)}.")
+        self.convergence = convergence_members(self.budget) if self.budget and convergence_check else {}
+        self.convergence_tolerance = float(convergence_tolerance)
+        self.worst_case = bool(worst_case) or bool(self.ensemble)
         self.structure_checks = bool(structure_checks)
         strong = DEFAULT_STRONG_APGD if structure_check_kwargs is None else structure_check_kwargs
         self.structure_check_kwargs = dict(strong)
@@ -319,6 +373,8 @@ class AdversarialRobustnessHandler:
             grid = self.attack_eps.get(name, self.eps)
             groups = [tuple(grid[i : i + size]) for i in range(0, len(grid), size)]
             plan.append(("attack", name, kwargs, groups))
+        for role, members in (("ensemble", self.ensemble), ("check_convergence", self.convergence)):
+            plan += [(role, name, dict(kwargs), [(e,) for e in self.ensemble_eps]) for name, kwargs in members.items()]
         if self.check_eps is not None:
             # the masking check: the configured PGD settings, always with random start
             kwargs = {**self.attacks.get("PGD", {}), **self.check_kwargs, "random_start": True}
@@ -331,12 +387,23 @@ class AdversarialRobustnessHandler:
         return plan
 
     def _worst_eps(self) -> list[float]:
-        """The eps values of the grid attacks, in order of first appearance."""
-        return list(dict.fromkeys(e for r, _, _, groups in self._plan() if r == "attack" for g in groups for e in g))
+        """The eps values of the grid attacks and the ensemble, in order of first appearance."""
+        roles = ("attack", "ensemble")
+        return list(dict.fromkeys(e for r, _, _, groups in self._plan() if r in roles for g in groups for e in g))
 
     def _worst_members(self, role: str, e: float) -> list[tuple[str, str, float]]:
-        roles = ("attack",) if role == WORST else ("attack", "check_bpda", "check_apgd_strong")
+        roles = ("attack", "ensemble") if role == WORST else ("attack", "ensemble", "check_bpda", "check_apgd_strong")
         return [k for k in self._attack_keys() if k[0] in roles and k[2] == e]
+
+    def _cascade_before(self, key: tuple[str, str, float]) -> list[tuple[str, str, float]]:
+        """
+        The results an ensemble member (or a convergence-check member) at ``key``'s eps attacks the survivors
+        of: the grid attacks at that eps and the ensemble members before it (for the convergence check: the
+        whole ensemble and the check's members before it).
+        """
+        roles = ("attack", "ensemble") if key[0] == "ensemble" else ("attack", "ensemble", "check_convergence")
+        keys = [k for k in self._attack_keys() if k[0] in roles and k[2] == key[2]]
+        return keys[: keys.index(key)]
 
     def _attack_keys(self) -> list[tuple[str, str, float]]:
         return [(role, name, e) for role, name, _, groups in self._plan() for group in groups for e in group]
@@ -344,10 +411,10 @@ class AdversarialRobustnessHandler:
     def _keys(self) -> list[tuple[str, str, float]]:
         """Every result, in row order: grid attacks, worst case, large-eps check, structure checks."""
         keys = self._attack_keys()
-        n_grid = sum(1 for k in keys if k[0] == "attack")
+        head = [k for k in keys if k[0] in ("attack", "ensemble")]  # the plan runs these first
         worst = [(WORST, WORST, e) for e in self._worst_eps()]
         check_worst = [("check_worst", WORST, e) for e in self._worst_eps()] if self.structure_checks else []
-        return keys[:n_grid] + worst + keys[n_grid:] + check_worst
+        return head + worst + keys[len(head) :] + check_worst
 
     def _reset(self) -> None:
         self._epoch_start = time.perf_counter()
@@ -527,6 +594,12 @@ class AdversarialRobustnessHandler:
                         self._log_progress(role, name, group, run_no, n_runs, engine)
                     run_no += len(group)
                     start = time.perf_counter()
+                    if role in _CASCADE_ROLES:
+                        key = (role, name, group[0])
+                        correct = self._cascade(network, key, kwargs, images, labels, clean_correct, seed, num_classes)
+                        sync()
+                        self._record(key, correct, clean_correct, time.perf_counter() - start)
+                        continue
                     with straight_through_clamps(network) if role == "check_bpda" else nullcontext():
                         if len(group) > 1:
                             attack = build_eps_grouped_attack(name, network, group, batch_size, num_classes, **kwargs)
@@ -555,6 +628,34 @@ class AdversarialRobustnessHandler:
         length = engine.state.epoch_length
         if length is not None and self._batch_index == int(length):
             self._finish(engine)  # before EPOCH_COMPLETED: every epoch-end handler sees the metrics
+
+    def _cascade(
+        self,
+        network: torch.nn.Module,
+        key: tuple[str, str, float],
+        kwargs: Mapping[str, Any],
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        clean_correct: torch.Tensor,
+        seed: int,
+        num_classes: int,
+    ) -> torch.Tensor:
+        """
+        Run an ensemble (or convergence-check) member on the images of the batch that are still correct under
+        every result it follows (:meth:`_cascade_before`); the others count as broken already. Returns the
+        per-image correctness after it and everything before it.
+        """
+        alive = clean_correct.clone()
+        for k in self._cascade_before(key):
+            alive &= self._correct[k][-1].to(alive.device)
+        correct = torch.zeros_like(alive)
+        index = alive.nonzero().squeeze(1)
+        if index.numel():
+            attack = build_attack(key[1], network, key[2], num_classes, **kwargs)
+            adv = run_attack(attack, images[index], labels[index], seed)
+            with torch.no_grad():
+                correct[index] = network(adv).argmax(dim=1) == labels[index]
+        return correct
 
     def _record(self, key: tuple[str, str, float], correct: torch.Tensor, clean_correct: torch.Tensor, seconds: float):
         correct, clean_correct = correct.cpu(), clean_correct.cpu()
@@ -679,15 +780,16 @@ class AdversarialRobustnessHandler:
                 metrics[f"{p}{r['attack']}_eps{tag}_asr"] = r["success_rate"]
             elif r["role"] == "check":
                 metrics[f"{p}check_PGD_eps{tag}_acc"] = r["accuracy"]
-            elif r["role"] == "check_bpda":
-                metrics[f"{p}check_bpda_{r['attack']}_eps{tag}_acc"] = r["accuracy"]
+            elif r["role"] in ("check_bpda", *_CASCADE_ROLES):
+                metrics[f"{p}{r['role']}_{r['attack']}_eps{tag}_acc"] = r["accuracy"]
             else:  # worst, check_apgd_strong, check_worst
                 metrics[f"{p}{r['role']}_eps{tag}_acc"] = r["accuracy"]
         metrics[f"{p}gradient_masking"] = 1.0 if masking else 0.0
         for k, v in self.structure.items():
             metrics[f"{p}clamp_out_{k}"] = v
         for line in self.report:
-            (self.logger.warning if "possible gradient masking" in line else self.logger.info)(line)
+            warn = "possible gradient masking" in line or line.startswith(("NOT CONVERGED", "QUICK"))
+            (self.logger.warning if warn else self.logger.info)(line)
         if self.output_dir is not None and idist.get_rank() == self.save_rank:
             self._write(rows)
             results = [(k[1], round(k[2] * 255, 4), k[0], correct[:, j]) for j, k in enumerate(self._correct)]
@@ -718,7 +820,8 @@ class AdversarialRobustnessHandler:
         square = {r["eps"]: r for r in grid if r["attack"] == "Square"}
         white = [r for r in grid if r["attack"] != "Square"]
         if not square:
-            report.append(self._square_hint())
+            if "Square" not in self.ensemble:
+                report.append(self._square_hint())
         elif not {r["eps"] for r in white} & set(square):
             report.append(
                 "Square (black-box) ran at eps "
@@ -741,6 +844,7 @@ class AdversarialRobustnessHandler:
                         f"stronger than the best white-box attack {best['attack']} ({best['accuracy']:.4f}) "
                         f"at eps={eps_tag(e)}/255."
                     )
+        masking = self._ensemble_report(rows, report) or masking
         worst = {r["eps"]: r for r in rows if r["role"] == WORST}
         checked = {r["eps"]: r for r in rows if r["role"] == "check_worst"}
         for e in sorted(set(worst) | set(checked)):
@@ -754,6 +858,79 @@ class AdversarialRobustnessHandler:
                 "of the values outside [0, 1] before their clamps (clean images)."
             )
         return report, masking
+
+    def headline(self) -> dict[str, Any]:
+        """What the headline worst case is made of: budget, members with their settings, eps, cascade rule."""
+        if not self.ensemble:
+            return {}
+        return {
+            "budget": self.budget,
+            "upper_bound": self.budget == "quick",
+            "grid_attacks": {n: dict(kw) for n, kw in self.attacks.items()},
+            "ensemble": {n: dict(kw) for n, kw in self.ensemble.items()},
+            "ensemble_eps_255": [round(e * 255, 4) for e in self.ensemble_eps],
+            "description": self._headline_text(),
+            "convergence_check": {n: dict(kw) for n, kw in self.convergence.items()},
+            "convergence_tolerance": self.convergence_tolerance if self.convergence else None,
+        }
+
+    def _headline_text(self) -> str:
+        grid = ", ".join(describe_attack(n, kw) for n, kw in self.attacks.items())
+        members = ", ".join(describe_attack(n, kw) for n, kw in self.ensemble.items())
+        return (
+            f"per image, the worst case over the grid attacks ({grid}) and the {self.budget} ensemble ({members}); "
+            "each ensemble member attacks only the images every earlier attack at its eps left correct"
+        )
+
+    def _ensemble_report(self, rows: list[dict[str, Any]], report: list[str]) -> bool:
+        """The headline lines: budget, cumulative ensemble accuracies, Square's catch, convergence. Masking found?"""
+        if not self.ensemble:
+            return False
+        masking = False
+        if self.budget == "quick":
+            report.append(
+                "QUICK attack budget: the worst-case figures are UPPER BOUNDS (10-step attacks, 1 restart, 100 Square "
+                "queries stop short on robust models); the headline robust accuracy needs --attack_budget standard."
+            )
+        report.append(f"headline robust accuracy: {self._headline_text()}.")
+        worst = {r["eps"]: r["accuracy"] for r in rows if r["role"] == WORST}
+        for e in self.ensemble_eps:
+            steps = [r for r in rows if r["role"] == "ensemble" and r["eps"] == e]
+            text = " -> ".join(
+                f"{describe_attack(r['attack'], self.ensemble[r['attack']])} {r['accuracy']:.4f}" for r in steps
+            )
+            report.append(f"eps {eps_tag(e)}/255: ensemble, cumulative: {text}")
+            for before, r in zip(steps, steps[1:]):
+                drop = before["accuracy"] - r["accuracy"]
+                if r["attack"] in _BLACK_BOX and drop > self.square_margin:
+                    masking = True
+                    report.append(
+                        f"possible gradient masking: black-box {r['attack']} fools {drop:.4f} of the images that every "
+                        f"white-box attack left correct at eps={eps_tag(e)}/255."
+                    )
+            checks = [r for r in rows if r["role"] == "check_convergence" and r["eps"] == e]
+            if checks and e in worst:
+                larger = ", ".join(describe_attack(n, kw) for n, kw in self.convergence.items())
+                drop = worst[e] - checks[-1]["accuracy"]
+                if drop > self.convergence_tolerance:
+                    order = list(ATTACK_BUDGETS)
+                    i = order.index(self.budget)
+                    advice = (
+                        f"--attack_budget {order[i + 1]}"
+                        if i + 1 < len(order)
+                        else "more steps and restarts (--attacks with APGD / APGDMargin settings of your own)"
+                    )
+                    report.append(
+                        f"NOT CONVERGED at eps={eps_tag(e)}/255: a larger budget ({larger}) lowers the worst case from "
+                        f"{worst[e]:.4f} to {checks[-1]['accuracy']:.4f} (by {drop:.4f} > {self.convergence_tolerance}); "
+                        f"the {self.budget} figure is an upper bound: use {advice}."
+                    )
+                else:
+                    report.append(
+                        f"converged at eps={eps_tag(e)}/255: a larger budget ({larger}) lowers the worst case by "
+                        f"{drop:.4f} (tolerance {self.convergence_tolerance})."
+                    )
+        return masking
 
     def _square_hint(self) -> str:
         """Why the black-box comparison is missing and the settings that add it."""
@@ -776,6 +953,8 @@ class AdversarialRobustnessHandler:
             "attacks": self.attacks,
             "report": self.report,
         }
+        if self.ensemble:
+            extra["headline"] = self.headline()
         if self.structure_checks:
             extra["structure"] = {
                 "clamp_out_of_range": dict(self.structure),
