@@ -43,6 +43,8 @@ def test_pgd_at_bundle_run_and_worst_case_structure_checks(tmp_path):
             "True",
             "--structure_check_kwargs",
             "{'steps': 2}",
+            "--attack_budget",
+            "none",
         )
     )
     rows = list(csv.DictReader(open(out / "eval" / "robustness.csv")))
