@@ -386,6 +386,18 @@ def _headline_note(headline: Mapping[str, Any]) -> str:
     return f"Worst case ({headline.get('budget')} attack budget): {headline.get('description')}.{bound}"
 
 
+def _tables_note(headline: Mapping[str, Any], single_class: Sequence[str]) -> str:
+    """The tables' note: what the worst case is, and which runs predict a single class (not robustness)."""
+    note = _headline_note(headline)
+    if single_class:
+        runs = ", ".join(single_class)
+        note = (note + " " if note else "") + (
+            f"SINGLE CLASS: {runs} predict(s) one class for every test image; their accuracies equal the class "
+            "share under every attack: a collapsed model, not robustness."
+        )
+    return note
+
+
 def write_aggregate(
     rows: Sequence[Mapping[str, Any]],
     movement: Mapping[str, Any],
@@ -670,6 +682,7 @@ def run_study(
     summaries: dict[str, dict[str, Any]] = {}
     per_image: dict[int, dict[str, dict]] = {}
     movement: dict[str, dict[str, Any]] = {}
+    single_class: list[str] = []
     for s in seed_list:
         results[s] = {}
         for name in names:
@@ -679,6 +692,8 @@ def run_study(
             saved = json.loads((run_dir / "eval" / "robustness.json").read_text())
             reports[label] = saved.get("report", [])
             headline = headline or saved.get("headline") or {}
+            if saved.get("single_class"):
+                single_class.append(label)
             summaries[label] = load_run_summary(run_dir)
             if (run_dir / "eval" / PER_IMAGE_FILE).is_file():
                 per_image.setdefault(s, {})[name] = read_per_image(
@@ -694,7 +709,10 @@ def run_study(
             else f"{bundle}, {backbone}: accuracy under attack"
         )
         write_comparison(
-            compare_results(results[s]), out / "runs" / f"seed{s}" if multi else out, title, _headline_note(headline)
+            compare_results(results[s]),
+            out / "runs" / f"seed{s}" if multi else out,
+            title,
+            _tables_note(headline, [x for x in single_class if not multi or x.startswith(f"seed{s}/")]),
         )
     for m in movement.values():
         values = list(m["per_seed"].values())
@@ -715,7 +733,11 @@ def run_study(
     aggregate = aggregate_over_seeds(results)
     if multi:
         write_aggregate(
-            aggregate, movement, out, f"{bundle}, {backbone}: accuracy over seeds {seed_list}", _headline_note(headline)
+            aggregate,
+            movement,
+            out,
+            f"{bundle}, {backbone}: accuracy over seeds {seed_list}",
+            _tables_note(headline, single_class),
         )
         files.update(
             aggregate="aggregate.csv",

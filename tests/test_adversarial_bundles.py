@@ -52,7 +52,7 @@ def test_pgd_at_bundle_run_and_worst_case_structure_checks(tmp_path):
     assert {("worst", "worst"), ("PGD", "check_bpda"), ("APGD", "check_apgd_strong"), ("worst", "check_worst")} <= roles
     with open(out / "eval" / "robustness_per_image.csv") as f:
         assert tuple(next(csv.reader(f))) == PER_IMAGE_COLUMNS
-    assert "clamp_out_of_range" in json.loads((out / "eval" / "robustness.json").read_text())["structure"]
+    assert "saturation" in json.loads((out / "eval" / "robustness.json").read_text())["structure"]
 
 
 def test_default_settings_keep_todays_runs():

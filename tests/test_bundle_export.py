@@ -283,6 +283,19 @@ def test_demo_run_says_so(run, tmp_path):
     assert "(NOT used: synthetic demo data)" in readme
 
 
+def test_single_class_run_says_so(run, tmp_path):
+    """A run whose evaluation found a single predicted class says so in metadata.json and the README (issue 26)."""
+    for flag in (True, False):
+        copy = tmp_path / f"run_{flag}"
+        shutil.copytree(run["out"], copy, ignore=shutil.ignore_patterns("tensorboard", "inference"))
+        doc = json.loads((copy / "eval" / "robustness.json").read_text())
+        (copy / "eval" / "robustness.json").write_text(json.dumps({**doc, "single_class": flag}))
+        dest = export_bundle(copy, tmp_path / f"model_{flag}")
+        meta = json.loads((dest / "configs" / "metadata.json").read_text())
+        assert meta["robustness"]["single_class"] is flag
+        assert ("> **SINGLE CLASS.**" in (dest / "docs" / "README.md").read_text()) is flag
+
+
 def test_refusals_write_nothing(run, tmp_path, monkeypatch):
     """No checkpoint, a non-empty destination, a failure half-way: a clear error and nothing written."""
     no_ckpt = tmp_path / "no_ckpt"

@@ -20,6 +20,7 @@ from monai_assim.networks import (
     ColorModule,
     TextureModule,
 )
+from monai_assim.networks.output_map import SIGMOID_MARGIN
 
 SMALL = 32  # spatial size of the fast tests; 224 only where the issue asks for it
 CAT_CLASSES = set(range(281, 286))  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -68,9 +69,10 @@ def _randomised_bn_stats(model: torch.nn.Module) -> None:
 
 def test_modules_start_at_identity_and_stay_on_unit_interval():
     x = torch.rand(2, 1, 17, 23, generator=_seeded())
-    t, c = TextureModule(), ColorModule()
-    torch.testing.assert_close(t(x), x, rtol=0, atol=0)
-    torch.testing.assert_close(c(x), x.expand(-1, 3, -1, -1), rtol=0, atol=0)
+    for output_map, atol in (("clamp", 0.0), ("sigmoid", SIGMOID_MARGIN + 1e-6)):  # exact; up to the margin
+        t, c = TextureModule(output_map=output_map), ColorModule(output_map=output_map)
+        torch.testing.assert_close(t(x), x, rtol=0, atol=atol)
+        torch.testing.assert_close(c(x), x.expand(-1, 3, -1, -1), rtol=0, atol=atol)
     _perturb(t, 1.0)
     _perturb(c, 1.0)
     out_t, out_c = t(x), c(x)
@@ -141,14 +143,17 @@ def test_vanilla_is_torchvision_on_replicated_grey_and_untrained_assimilated_equ
     _randomised_bn_stats(tv)
     vanilla = AssimilationNet("resnet18", 5, variant="vanilla").eval()
     vanilla.backbone.load_state_dict(tv.state_dict())
-    assimilated = AssimilationNet("resnet18", 5).eval()
+    assimilated = AssimilationNet("resnet18", 5, output_map="clamp").eval()  # exactly the identity at start
     assimilated.backbone.load_state_dict(tv.state_dict())
+    smooth = AssimilationNet("resnet18", 5).eval()  # the sigmoid map: up to its 0.1% margin
+    smooth.backbone.load_state_dict(tv.state_dict())
     x = torch.rand(3, 1, SMALL, SMALL, generator=gen)
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         expected = tv.eval()((x.repeat(1, 3, 1, 1) - mean) / std)
         torch.testing.assert_close(vanilla(x), expected)
         torch.testing.assert_close(assimilated(x), expected)  # T = identity, C = grey replication at start
+        torch.testing.assert_close(smooth.assimilate(x), x.repeat(1, 3, 1, 1), rtol=0, atol=2 * SIGMOID_MARGIN)
         torch.testing.assert_close(vanilla.assimilate(x), x.repeat(1, 3, 1, 1), rtol=0, atol=0)
 
 

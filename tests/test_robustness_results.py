@@ -19,8 +19,8 @@ from monai_assim.networks import (
     AssimilationNet,
     ColorModule,
     TextureModule,
-    clamp_out_of_range,
-    straight_through_clamps,
+    saturation,
+    straight_through_maps,
     unit_clamp,
 )
 from monai_assim.robustness_results import PER_IMAGE_COLUMNS, load_per_image_rows, worst_case_correct
@@ -242,9 +242,9 @@ class TinyAssim(torch.nn.Module):
 
     num_classes = 2
 
-    def __init__(self) -> None:
+    def __init__(self, output_map: str = "clamp") -> None:
         super().__init__()
-        self.texture, self.color = TextureModule(), ColorModule()
+        self.texture, self.color = TextureModule(output_map=output_map), ColorModule(output_map=output_map)
         self.head = torch.nn.Sequential(
             torch.nn.Conv2d(3, 4, 3, padding=1),
             torch.nn.ReLU(),
@@ -270,6 +270,7 @@ def _saturating_net(seed: int = 0) -> TinyAssim:
 
 
 def test_straight_through_clamps_keep_values_and_pass_gradients():
+    # the clamp map; the sigmoid map's straight-through is tested in test_output_map.py
     net = _saturating_net()
     x = torch.rand(2, 1, 16, 16)
     with torch.no_grad():
@@ -277,14 +278,14 @@ def test_straight_through_clamps_keep_values_and_pass_gradients():
     x1 = x.clone().requires_grad_(True)
     net.texture(x1).sum().backward()
     x2 = x.clone().requires_grad_(True)
-    with straight_through_clamps(net) as switched:
+    with straight_through_maps(net) as switched:
         with torch.no_grad():
             assert torch.equal(net(x), plain)  # forward values bit-identical
         net.texture(x2).sum().backward()
-    assert switched == 2 and not net.texture.straight_through_clamp  # restored
+    assert switched == 2 and not net.texture.straight_through_map  # restored
     x3 = x.clone().requires_grad_(True)
-    net.texture.unclamped(x3).sum().backward()
-    assert (net.texture.unclamped(x) > 1).any()
+    (x3 + net.texture.delta(x3)).sum().backward()
+    assert (x + net.texture.delta(x) > 1).any()
     assert torch.allclose(x2.grad, x3.grad)  # straight through: the gradient of x + f(x)
     assert not torch.allclose(x1.grad, x2.grad)  # the plain clamp blocks the saturated pixels
     v = torch.tensor([-0.5, 0.1, 0.3, 0.9, 1.5], requires_grad=True)
@@ -296,17 +297,18 @@ def test_straight_through_clamps_keep_values_and_pass_gradients():
     assert torch.equal(out, v.detach().clamp(0, 1)) and torch.equal(v.grad, torch.ones(5))
 
 
-def test_clamp_out_of_range_fractions():
+def test_saturation_fractions_of_the_clamp_map():
     net = _saturating_net()
     x = torch.rand(4, 1, 16, 16)
     with torch.no_grad():
-        pre_t = net.texture.unclamped(x)
-        pre_c = net.color.unclamped(pre_t.clamp(0, 1))
-    f = clamp_out_of_range(net, x)
+        pre_t = x + net.texture.delta(x)
+        t = pre_t.clamp(0, 1)
+        pre_c = t + net.color.delta(t)
+    f = saturation(net, x)
     assert f["texture"] == pytest.approx(float(((pre_t < 0) | (pre_t > 1)).float().mean()))
     assert f["color"] == pytest.approx(float(((pre_c < 0) | (pre_c > 1)).float().mean()))
     assert 0.1 < f["texture"] < 0.5 and f["color"] > 0.1
-    assert clamp_out_of_range(AssimilationNet("resnet18", pretrained=None, variant="vanilla"), x) == {}
+    assert saturation(AssimilationNet("resnet18", pretrained=None, variant="vanilla"), x) == {}
 
 
 def test_structure_checks_in_the_handler(tmp_path):
@@ -338,7 +340,7 @@ def test_structure_checks_in_the_handler(tmp_path):
         k = round(e * 255, 4)
         pgd = lambda e=e: torchattacks.PGD(net, eps=e, alpha=2.5 * e / 2, steps=2, random_start=True)  # noqa: E731
         torch.manual_seed(seed)
-        with straight_through_clamps(net):
+        with straight_through_maps(net):
             bpda = pgd()(x, y)
         torch.manual_seed(seed)
         plain = pgd()(x, y)
@@ -360,8 +362,8 @@ def test_structure_checks_in_the_handler(tmp_path):
         assert m[f"adv_check_worst_eps{k:g}_acc"] == worst_case_correct(every).float().mean().item()
     assert differs
     structure = json.loads((tmp_path / "robustness.json").read_text())["structure"]
-    assert structure["clamp_out_of_range"] == pytest.approx(clamp_out_of_range(net, x))
-    assert m["adv_clamp_out_texture"] == pytest.approx(clamp_out_of_range(net, x)["texture"])
+    assert structure["saturation"] == pytest.approx(saturation(net, x))
+    assert m["adv_saturation_texture"] == pytest.approx(saturation(net, x)["texture"])
     assert {r["role"] for r in handler.rows} == {"clean", "attack", "check_bpda", "check_apgd_strong", "check_worst"}
 
 
@@ -379,4 +381,4 @@ def test_structure_checks_on_a_vanilla_net_reuse_the_plain_attack():
     )
     m = _run(handler, [(x, y)]).state.metrics
     assert m["adv_check_bpda_PGD_eps8_acc"] == m["adv_PGD_eps8_acc"]
-    assert "adv_clamp_out_texture" not in m
+    assert "adv_saturation_texture" not in m

@@ -172,6 +172,9 @@ def exported_config(name: str, summary: Mapping[str, Any], note: str = "") -> di
     overrides: dict[str, Any] = {"bundle_root": ".", "output_dir": "."}
     for key in ("image_size", "mean", "std", "backbone", "variant"):
         overrides[key] = settings[key]
+    from monai_assim.bundle.run_setup import RECORDED_BEFORE
+
+    settings = {**RECORDED_BEFORE, **settings}  # a run older than a setting had its earlier value
     for key, value in settings.items():  # any other setting the template leaves to the run
         if isinstance(config.get(key), str) and config[key].lower() == "auto":
             overrides[key] = value
@@ -224,8 +227,10 @@ def _eval_results(run_dir: Path) -> dict[str, Any]:
 
     rows = load_robustness_rows(str(path))
     clean = [r for r in rows if r.get("role") == "clean"]
+    doc = json.loads(path.read_text())
     return {
-        "headline": json.loads(path.read_text()).get("headline") or {},
+        "headline": doc.get("headline") or {},
+        "single_class": bool(doc.get("single_class")),
         "clean_accuracy": clean[0]["accuracy"] if clean else None,
         "n": clean[0].get("n") if clean else None,
         "rows": [r for r in rows if r.get("role") != "clean"],
@@ -257,6 +262,7 @@ def _robustness_meta(summary: Mapping[str, Any], results: Mapping[str, Any]) -> 
         or "per image, the worst case over the attacks of the evaluation (no strong ensemble was run)",
         "attack_budget": headline.get("budget"),
         "upper_bound": bool(headline.get("upper_bound", not headline)),
+        "single_class": bool(results.get("single_class")),
         "attacks": {"grid": headline.get("grid_attacks"), "ensemble": headline.get("ensemble")} if headline else None,
         "selection": (summary.get("selection") or {}).get("rule"),
     }
@@ -435,6 +441,12 @@ def _readme(meta: Mapping[str, Any], name: str, results: Mapping[str, Any]) -> s
             + (" These figures are UPPER BOUNDS of the robust accuracy." if robustness.get("upper_bound") else ""),
             "",
         ]
+        if results.get("single_class"):
+            lines += [
+                "> **SINGLE CLASS.** This network predicts one class for every test image: its accuracies below, "
+                "clean and under attack, equal the class share. It has collapsed; they are not robustness.",
+                "",
+            ]
         if results["rows"]:
             lines += ["| attack | role | eps (x/255) | accuracy |", "| --- | --- | --- | --- |"]
             lines += [

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai_assim.bundle.run_setup import SUMMARY_FILE
+from monai_assim.bundle.run_setup import RECORDED_BEFORE, SUMMARY_FILE
 from monai_assim.errors import MissingInputError, UserInputError
 
 __all__ = [
@@ -48,10 +48,14 @@ def load_run_summary(output_dir: str | os.PathLike) -> dict[str, Any]:
 def run_setting(value: Any, output_dir: str | os.PathLike, key: str) -> Any:
     """
     ``value``, or, when it is ``"auto"``, the setting ``key`` the training run in ``output_dir`` used
-    (logged, so that the log shows every value an ``"auto"`` became).
+    (logged, so that the log shows every value an ``"auto"`` became); for a run whose summary predates the
+    setting, its value then (:data:`~monai_assim.bundle.run_setup.RECORDED_BEFORE`).
     """
     if isinstance(value, str) and value.lower() == "auto":
         settings = load_run_summary(output_dir)["settings"]
+        if key not in settings and key in RECORDED_BEFORE:  # a run older than the setting
+            logger.info(f"setting {key} = {RECORDED_BEFORE[key]!r}   ('auto': the run predates the setting)")
+            return RECORDED_BEFORE[key]
         if key not in settings:
             raise KeyError(f"the run summary in {output_dir} has no setting {key!r}.")
         logger.info(f"setting {key} = {settings[key]!r}   ('auto': from {Path(output_dir) / SUMMARY_FILE})")

@@ -50,6 +50,7 @@ SETTING_KEYS = (
     "learning_rate",
     "assimilation_lr",
     "assimilation_init",
+    "assimilation_map",
     "max_per_class",
     "patience",
     "mean",
@@ -69,7 +70,10 @@ SETTING_KEYS = (
 AUTO = "auto"
 #: values of settings that a bundle (or a caller) may leave out entirely: ``assimilation_lr`` ``None``
 #: trains T and C at ``learning_rate``; ``assimilation_init`` ``"identity"`` is the identity start.
-OPTIONAL_SETTINGS = {"assimilation_lr": None, "assimilation_init": "identity"}
+OPTIONAL_SETTINGS = {"assimilation_lr": None, "assimilation_init": "identity", "assimilation_map": "sigmoid"}
+#: the value a setting had in runs whose summary predates it (their networks were built that way):
+#: ``assimilation_map`` was the hard clamp before it became a setting
+RECORDED_BEFORE = {"assimilation_map": "clamp"}
 
 #: adversarial-training settings used when a bundle does not give them (``at_eps`` in units of 1/255)
 AT_DEFAULTS = {"adversarial_training": "none", "at_eps": 2.0, "at_steps": 5, "at_ratio": 1.0, "trades_beta": 6.0}
@@ -77,7 +81,13 @@ AT_DEFAULTS = {"adversarial_training": "none", "at_eps": 2.0, "at_steps": 5, "at
 #: the images per class it attacks (``None``: the whole validation set)
 ROBUST_VALIDATION_DEFAULTS = {"val_robust_attack": "PGD", "val_robust_steps": 10, "val_robust_per_class": None}
 #: values of ``"auto"`` settings that do not depend on the data (the bundles' tables may override them).
-FIXED_DEFAULTS = {"alpha": 0.99, "assimilation_init": "identity", **AT_DEFAULTS, **ROBUST_VALIDATION_DEFAULTS}
+FIXED_DEFAULTS = {
+    "alpha": 0.99,
+    "assimilation_init": "identity",
+    "assimilation_map": "sigmoid",
+    **AT_DEFAULTS,
+    **ROBUST_VALIDATION_DEFAULTS,
+}
 #: settings whose ``"auto"`` follows another setting: ``select_by`` is ``"robust"`` under adversarial
 #: training and ``"clean"`` without; ``val_robust_eps`` is the training ``at_eps``.
 DERIVED_SETTINGS = {"select_by": "adversarial_training", "val_robust_eps": "at_eps"}
@@ -345,6 +355,12 @@ class RunSetup:
         self._plan: Any = None
         self._datalists: dict[str, list[dict]] | None = None
         #: per-epoch validation records (:meth:`record_epoch`); on resume, those up to the checkpoint's epoch
+        #: the collapse guard's warnings (:meth:`record_warning`); on resume, those up to the checkpoint's epoch
+        self.warnings: list[dict[str, Any]] = [
+            w
+            for w in (self.recorded or {}).get("warnings") or []
+            if isinstance(w, dict) and int(w.get("epoch", 0)) <= int(self.resumed_from_epoch or 0)
+        ]
         self.epochs: list[dict[str, Any]] = [
             e
             for e in (self.recorded or {}).get("epochs") or []
@@ -376,6 +392,9 @@ class RunSetup:
             if _is_unset(key, value):
                 if recorded is not None and key in recorded:
                     out[key] = recorded[key]
+                    continue
+                if recorded is not None and key in RECORDED_BEFORE:  # a run older than the setting
+                    out[key] = RECORDED_BEFORE[key]
                     continue
                 if key in DERIVED_SETTINGS:  # resolved from the setting it follows, in _validate
                     out[key] = AUTO
@@ -446,6 +465,13 @@ class RunSetup:
         if out["assimilation_init"] not in INITS:
             raise UserInputError(
                 f"assimilation_init must be one of {', '.join(INITS)}, got {out['assimilation_init']!r}."
+            )
+        from monai_assim.networks.output_map import OUTPUT_MAPS
+
+        if out["assimilation_map"] not in OUTPUT_MAPS:
+            raise UserInputError(
+                f"assimilation_map must be one of {', '.join(OUTPUT_MAPS)}, got {out['assimilation_map']!r}.",
+                "sigmoid (the default) cannot die; clamp is the hard clip of runs before the setting (docs/networks.md).",
             )
         if out["learning_rate"] <= 0:
             raise UserInputError(f"learning_rate must be > 0, got {out['learning_rate']}.")
@@ -632,6 +658,12 @@ class RunSetup:
         if get_rank() == 0:
             self.write_summary(epochs=self.epochs)
 
+    def record_warning(self, record: dict[str, Any]) -> None:
+        """Add a warning of the :class:`~monai_assim.engines.CollapseGuard` to the summary's ``"warnings"``."""
+        self.warnings.append(dict(record))
+        if get_rank() == 0:
+            self.write_summary(warnings=self.warnings)
+
     # ------------------------------------------------------------------ data
     @property
     def datalists(self) -> dict[str, list[dict]]:
@@ -739,6 +771,7 @@ class RunSetup:
             counts={k: len(v) for k, v in lists.items()},
             history=history,
             epochs=self.epochs,
+            warnings=self.warnings,
         )
 
     def run(self, trainer: Any) -> None:
@@ -840,7 +873,14 @@ class RunSetup:
             best_metric=best_metric,
             best_epoch=best_epoch,
             best_metric_name=metric if best_saver is not None else None,
+            warnings=self.warnings,
         )
+        if self.warnings:
+            epochs = sorted({int(w["epoch"]) for w in self.warnings})
+            logger.warning(
+                f"COLLAPSE GUARD: {len(self.warnings)} warning(s) in epoch(s) {', '.join(map(str, epochs))}; "
+                f"see 'warnings' in {self.output_dir / SUMMARY_FILE} before trusting this run."
+            )
         if self.demo:
             logger.warning(
                 f"DEMO DATA: this run trained on the synthetic demo set; see {self.output_dir / DEMO_NOTICE_FILE}"

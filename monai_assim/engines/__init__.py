@@ -12,6 +12,7 @@ from monai_assim.engines.assimilation_trainer import (
     AssimilationTrainer,
     assimilation_output_transform,
 )
+from monai_assim.engines.collapse_guard import CollapseGuard
 from monai_assim.engines.selection import SELECT_BY, EpochSelection, selection_score
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "SELECT_BY",
     "EpochSelection",
     "selection_score",
+    "CollapseGuard",
 ]

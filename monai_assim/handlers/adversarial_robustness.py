@@ -30,7 +30,7 @@ from monai_assim.attacks import (
     parse_attacks,
     run_attack,
 )
-from monai_assim.networks.clamp import clamp_out_of_range, straight_through_clamps
+from monai_assim.networks.output_map import saturation, straight_through_maps
 from monai_assim.robustness_results import (
     RESULT_COLUMNS,
     WORST,
@@ -101,7 +101,7 @@ def robustness_metric_names(
         {prefix}check_apgd_strong_eps{k}_acc                         with structure_checks, each eps
         {prefix}check_worst_eps{k}_acc                               with structure_checks, each eps
         {prefix}gradient_masking                                     1.0 when a check failed, else 0.0
-        {prefix}clamp_out_texture, {prefix}clamp_out_color           with structure_checks, for
+        {prefix}saturation_texture, {prefix}saturation_color         with structure_checks, for
                                                                      networks with T and C only
 
     with ``k = eps * 255`` (:func:`eps_tag`) and the canonical attack names (an ensemble such as
@@ -211,12 +211,12 @@ class AdversarialRobustnessHandler:
             The per-image file always holds the worst-case rows.
         structure_checks: rerun the attacks knowing the model's structure (docs/adversarial.md, "Worst case
             and structure-aware checks"): every gradient-based attack of the grid with the texture and
-            colour modules' clamps passing gradients as the identity (role ``check_bpda``; for a network
-            without those clamps the results of the plain attack, which it equals), APGD-CE with a larger
+            colour modules' output maps passing gradients straight through (role ``check_bpda``; for a network
+            without those modules the results of the plain attack, which it equals), APGD-CE with a larger
             budget (role ``check_apgd_strong``, settings ``structure_check_kwargs``), the worst case over
             all of them (attack ``"worst"``, role ``check_worst``), and the fraction of values that T and C
-            push outside [0, 1] before their clamps (metrics ``adv_clamp_out_texture``/``_color``, JSON
-            ``"structure"``).
+            saturate (:func:`~monai_assim.networks.saturation`; metrics ``adv_saturation_texture``/``_color``,
+            JSON ``"structure"``).
         structure_check_kwargs: torchattacks APGD keyword arguments of the larger-budget check; default
             :data:`DEFAULT_STRONG_APGD` (CE, 50 steps, 3 restarts).
         attack_budget: ``None`` or ``"none"`` (no ensemble), or a budget of :data:`monai_assim.attacks.ATTACK_BUDGETS`
@@ -431,6 +431,7 @@ class AdversarialRobustnessHandler:
         self._names: list[str] = []
         self._correct: dict[Any, list[torch.Tensor]] = {k: [] for k in [("clean", "clean", 0.0), *self._keys()]}
         self._clamp = [0.0, 0.0, 0]  # sum over batches of (texture fraction * B, color fraction * B), B
+        self._predicted: torch.Tensor | None = None  # clean predictions per class
         self._finished = False
 
     def _epoch_started(self, engine: Engine) -> None:
@@ -445,14 +446,14 @@ class AdversarialRobustnessHandler:
 
     # ------------------------------------------------------------------ cost and progress
     def _runs(self, has_clamps: bool) -> list[tuple[str, str, dict[str, Any], list[tuple[float, ...]]]]:
-        """The plan without the entries whose results are reused (BPDA on a network without clamps)."""
+        """The plan without the entries whose results are reused (BPDA on a network without T and C)."""
         return [p for p in self._plan() if p[0] != "check_bpda" or has_clamps]
 
     def _log_cost(self, engine: Engine) -> None:
         """Log the passes the plan costs (:func:`~monai_assim.attack_cost.estimate_cost`) before any attack."""
         net = self.network if self.network is not None else getattr(engine, "network", None)
         net = unwrap_module(net) if isinstance(net, torch.nn.Module) else None
-        has_clamps = net is not None and any(hasattr(m, "straight_through_clamp") for m in net.modules())
+        has_clamps = net is not None and any(hasattr(m, "straight_through_map") for m in net.modules())
         try:
             n_images: int | None = len(engine.state.dataloader.dataset)
         except (AttributeError, TypeError):
@@ -568,14 +569,16 @@ class AdversarialRobustnessHandler:
                 self._num_classes = num_classes
             labels = self._as_labels(labels, batch_size, num_classes, device)
             clean_correct = logits.argmax(dim=1) == labels
+            predicted = torch.bincount(logits.argmax(dim=1).cpu(), minlength=num_classes).double()
+            self._predicted = predicted if self._predicted is None else self._predicted + predicted
             self._n += batch_size
             self._clean_correct += int(clean_correct.sum())
             self._labels.append(labels.cpu())
             self._names += self._image_names(engine, batch_size)
             self._correct[("clean", "clean", 0.0)].append(clean_correct.cpu())
-            has_clamps = any(hasattr(m, "straight_through_clamp") for m in network.modules())
+            has_clamps = any(hasattr(m, "straight_through_map") for m in network.modules())
             if self.structure_checks:
-                fractions = clamp_out_of_range(network, images)
+                fractions = saturation(network, images)
                 if fractions:
                     self._clamp[0] += fractions["texture"] * batch_size
                     self._clamp[1] += fractions["color"] * batch_size
@@ -586,7 +589,7 @@ class AdversarialRobustnessHandler:
             for role, name, kwargs, groups in self._plan():
                 for group in groups:
                     if role == "check_bpda" and not has_clamps:
-                        # no clamps to pass straight through: the check is the plain attack itself
+                        # no output maps to pass straight through: the check is the plain attack itself
                         for e in group:
                             self._record((role, name, e), self._correct[("attack", name, e)][-1], clean_correct, 0.0)
                         continue
@@ -600,7 +603,7 @@ class AdversarialRobustnessHandler:
                         sync()
                         self._record(key, correct, clean_correct, time.perf_counter() - start)
                         continue
-                    with straight_through_clamps(network) if role == "check_bpda" else nullcontext():
+                    with straight_through_maps(network) if role == "check_bpda" else nullcontext():
                         if len(group) > 1:
                             attack = build_eps_grouped_attack(name, network, group, batch_size, num_classes, **kwargs)
                             reps = (len(group),) + (1,) * (images.ndim - 1)
@@ -712,6 +715,11 @@ class AdversarialRobustnessHandler:
         seconds = [self._clean_seconds] + [self._seconds[k] for k in keys]
         seconds = idist.all_reduce(torch.tensor(seconds, dtype=torch.float64), op="MAX").tolist()
         clamp = idist.all_reduce(torch.tensor(self._clamp, dtype=torch.float64)).tolist()
+        predicted = self._predicted if self._predicted is not None else torch.zeros(self._num_classes or 1)
+        predicted = idist.all_reduce(predicted.double()).tolist()
+        #: how many test images the model assigns to each class (clean), and whether it predicts only one
+        self.predicted_classes = {i: int(c) for i, c in enumerate(predicted)}
+        self.single_class = sum(c > 0 for c in predicted) < 2 and sum(predicted) > 0
         names, labels, correct = self._gather_per_image()
         n, clean_correct = int(counts[0]), int(counts[1])
         variant = self.variant or getattr(self._network(engine), "variant", None) or "unknown"
@@ -786,9 +794,9 @@ class AdversarialRobustnessHandler:
                 metrics[f"{p}{r['role']}_eps{tag}_acc"] = r["accuracy"]
         metrics[f"{p}gradient_masking"] = 1.0 if masking else 0.0
         for k, v in self.structure.items():
-            metrics[f"{p}clamp_out_{k}"] = v
+            metrics[f"{p}saturation_{k}"] = v
         for line in self.report:
-            warn = "possible gradient masking" in line or line.startswith(("NOT CONVERGED", "QUICK"))
+            warn = "possible gradient masking" in line or line.startswith(("NOT CONVERGED", "QUICK", "SINGLE CLASS"))
             (self.logger.warning if warn else self.logger.info)(line)
         if self.output_dir is not None and idist.get_rank() == self.save_rank:
             self._write(rows)
@@ -800,6 +808,13 @@ class AdversarialRobustnessHandler:
         masking = False
         n = rows[0]["n"]
         report.append(f"clean accuracy {rows[0]['accuracy']:.4f} on n={n} ({rows[0]['variant']}, seed {self.seed})")
+        if getattr(self, "single_class", False):
+            only = next(k for k, c in self.predicted_classes.items() if c > 0)
+            report.append(
+                f"SINGLE CLASS: the model predicts class {only} for all {n} test images; its accuracy, clean and under "
+                f"every attack, equals the class share ({rows[0]['accuracy']:.4f}): not robustness. The model has "
+                "collapsed; retrain it (see the run summary's 'warnings' and docs/networks.md)."
+            )
         check = [r for r in rows if r["role"] == "check"]
         if check:
             r = check[0]
@@ -854,8 +869,8 @@ class AdversarialRobustnessHandler:
             report.append(f"eps {eps_tag(e)}/255: " + ", ".join(parts))
         if self.structure:
             report.append(
-                f"clamps: T pushes {100 * self.structure['texture']:.2f}% and C {100 * self.structure['color']:.2f}% "
-                "of the values outside [0, 1] before their clamps (clean images)."
+                f"saturation: T saturates {100 * self.structure['texture']:.2f}% and C {100 * self.structure['color']:.2f}% "
+                "of their output values (beyond the range an untrained module gives [0, 1] inputs; clean images)."
             )
         return report, masking
 
@@ -952,12 +967,14 @@ class AdversarialRobustnessHandler:
             "epoch": rows[0]["epoch"],
             "attacks": self.attacks,
             "report": self.report,
+            "single_class": bool(self.single_class),
+            "predicted_classes": {str(k): v for k, v in self.predicted_classes.items()},
         }
         if self.ensemble:
             extra["headline"] = self.headline()
         if self.structure_checks:
             extra["structure"] = {
-                "clamp_out_of_range": dict(self.structure),
+                "saturation": dict(self.structure),
                 "apgd_strong": dict(self.structure_check_kwargs),
             }
         write_results(rows, self.output_dir, self.file_prefix, **extra)

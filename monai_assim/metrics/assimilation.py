@@ -14,6 +14,7 @@ from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 from torch import nn
 
 from monai_assim.losses.glcm_loss import LUMA_BT601, GLCMLoss
+from monai_assim.networks.output_map import saturation
 from monai_assim.utils import first_item, output_tensor, unwrap_module
 
 __all__ = ["AssimilationMovement", "assimilation_distances", "chroma", "grey", "grey_level_map"]
@@ -111,6 +112,9 @@ class AssimilationMovement(Metric):
 
     - ``<prefix>grey_shift``: mean :math:`|\mathrm{gray}(C(T(x))) - x|`;
     - ``<prefix>chroma``: mean distance of :math:`C(T(x))` from grey (:func:`chroma`);
+    - ``<prefix>saturation_texture``, ``<prefix>saturation_color``: the fraction of output values of T
+      and C that their output map saturates (:func:`~monai_assim.networks.saturation`: outside [0, 1]
+      before the clamp, or where the sigmoid's slope has all but vanished; 0 for a vanilla network);
     - ``<prefix>glcm``: the GLCM term (only when ``glcm`` is given).
 
     all on the [0, 1] intensity scale (multiply by 255 for grey levels). A vanilla network gives 0 for the
@@ -150,11 +154,13 @@ class AssimilationMovement(Metric):
         super().__init__(output_transform=output_transform, device=device)
 
     def _names(self) -> list[str]:
-        return ["grey_shift", "chroma"] + (["glcm"] if self.glcm is not None else [])
+        return ["grey_shift", "chroma", "saturation_texture", "saturation_color"] + (
+            ["glcm"] if self.glcm is not None else []
+        )
 
     @reinit__is_reduced
     def reset(self) -> None:
-        self._sums = torch.zeros(3, dtype=torch.float64, device=self._device)
+        self._sums = torch.zeros(5, dtype=torch.float64, device=self._device)
         self._num_examples = torch.zeros((), dtype=torch.float64, device=self._device)
         self._glcm_examples = torch.zeros((), dtype=torch.float64, device=self._device)
 
@@ -169,9 +175,12 @@ class AssimilationMovement(Metric):
         with torch.no_grad():
             rgb = net.assimilate(x)
             d = assimilation_distances(rgb, x, loss)
+            sat = saturation(net, x)
         n = x.shape[0]
         self._sums[0] += float(d["grey_shift"].sum())
         self._sums[1] += float(d["chroma"].sum())
+        self._sums[3] += sat.get("texture", 0.0) * n
+        self._sums[4] += sat.get("color", 0.0) * n
         self._num_examples += n
         if loss is not None:
             self._sums[2] += float(d["glcm"].sum())
@@ -191,7 +200,12 @@ class AssimilationMovement(Metric):
         n = float(self._num_examples)
         if n == 0:
             raise RuntimeError("AssimilationMovement must have at least one example before it can be computed.")
-        out = {f"{self.prefix}grey_shift": float(self._sums[0]) / n, f"{self.prefix}chroma": float(self._sums[1]) / n}
+        out = {
+            f"{self.prefix}grey_shift": float(self._sums[0]) / n,
+            f"{self.prefix}chroma": float(self._sums[1]) / n,
+            f"{self.prefix}saturation_texture": float(self._sums[3]) / n,
+            f"{self.prefix}saturation_color": float(self._sums[4]) / n,
+        }
         if self.glcm is not None:
             m = float(self._glcm_examples)
             out[f"{self.prefix}glcm"] = float(self._sums[2]) / m if m > 0 else float("nan")

@@ -13,8 +13,8 @@ from monai_assim.networks.backbones import (
     load_backbone_state_dict,
     set_batchnorm_eval,
 )
-from monai_assim.networks.clamp import clamp_out_of_range, straight_through_clamps, unit_clamp
 from monai_assim.networks.color_module import ColorModule
+from monai_assim.networks.output_map import OUTPUT_MAPS, saturation, straight_through_maps, unit_clamp
 from monai_assim.networks.param_groups import param_groups
 from monai_assim.networks.texture_module import INITS, TextureModule
 
@@ -35,7 +35,8 @@ __all__ = [
     "imagenet_weights_file",
     "load_backbone_state_dict",
     "set_batchnorm_eval",
-    "clamp_out_of_range",
-    "straight_through_clamps",
+    "OUTPUT_MAPS",
+    "saturation",
+    "straight_through_maps",
     "unit_clamp",
 ]

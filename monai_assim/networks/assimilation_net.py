@@ -42,7 +42,8 @@ class AssimilationNet(nn.Module):
     the grey image is replicated to three channels, so the same switch turns an assimilated run into
     plain transfer learning with the same interface. An untrained assimilated net computes the same
     logits as the vanilla one with the same backbone weights, because T and C start as the identity and
-    grey replication.
+    grey replication (exactly with ``output_map="clamp"``; with the default sigmoid map up to its 0.1%
+    margin at both ends of the grey scale).
 
     Args:
         backbone: one of ``"resnet18"``, ``"resnet50"``, ``"densenet121"``, ``"mobilenet_v2"``.
@@ -62,6 +63,9 @@ class AssimilationNet(nn.Module):
         assimilation_init: start of ``T`` and ``C``: ``"identity"`` (the default: T the identity, C grey
             replication, so the untrained net equals the vanilla one) or ``"random"`` (small random last
             layers: T a mild filter, C a non-grey colour map); see :class:`TextureModule`.
+        output_map: how T and C bring their output onto [0, 1]: ``"sigmoid"`` (the default: smooth, its
+            gradient never exactly 0) or ``"clamp"`` (a hard clip, whose gradient is 0 outside [0, 1]: the
+            map of runs before it was a setting); see :mod:`monai_assim.networks.output_map`.
 
     Shapes:
         ``forward(x)``: ``(B, 1, H, W)`` -> ``(B, num_classes)``;
@@ -82,6 +86,7 @@ class AssimilationNet(nn.Module):
         texture_layers: int = 3,
         color_features: int = 16,
         assimilation_init: str = "identity",
+        output_map: str = "sigmoid",
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -91,8 +96,10 @@ class AssimilationNet(nn.Module):
         self.num_classes = num_classes
         self.freeze_bn = freeze_bn
         if variant == "assimilated":
-            self.texture: nn.Module | None = TextureModule(texture_features, texture_layers, init=assimilation_init)
-            self.color: nn.Module | None = ColorModule(color_features, init=assimilation_init)
+            self.texture: nn.Module | None = TextureModule(
+                texture_features, texture_layers, init=assimilation_init, output_map=output_map
+            )
+            self.color: nn.Module | None = ColorModule(color_features, init=assimilation_init, output_map=output_map)
         else:
             self.texture = None
             self.color = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from monai_assim.networks.residual import ClampedResidual, check_init
+from monai_assim.networks.residual import ResidualMap, check_init
 
 __all__ = ["ColorModule", "RANDOM_INIT_STD"]
 
@@ -13,13 +13,13 @@ __all__ = ["ColorModule", "RANDOM_INIT_STD"]
 RANDOM_INIT_STD = 0.05
 
 
-class ColorModule(ClampedResidual):
+class ColorModule(ResidualMap):
     r"""
     Learnable colour module ``C``: a grey image in, an RGB image out.
 
     .. math::
 
-        C(t)_c = \operatorname{clip}_{[0, 1]}\Big(t + b^{(2)}_c + \sum_{f=1}^{F} W^{(2)}_{c f}\,
+        C(t)_c = \mathrm{map}\Big(t,\; b^{(2)}_c + \sum_{f=1}^{F} W^{(2)}_{c f}\,
         \mathrm{ReLU}\big(w^{(1)}_f t + b^{(1)}_f\big)\Big), \quad c \in \{R, G, B\}
 
     applied to every pixel ``t`` independently: ``C`` is a learned colour map (one RGB value per grey
@@ -27,7 +27,8 @@ class ColorModule(ClampedResidual):
     as two 1x1 convolutions, computed as two ``nn.Linear`` layers on the channel-last view, which is
     several times faster on CPU than 1x1 convolutions of a 1-channel image. The last layer is
     zero-initialised, so an untrained module replicates the grey image to the three channels exactly,
-    which is what vanilla transfer learning feeds an ImageNet backbone.
+    which is what vanilla transfer learning feeds an ImageNet backbone (up to the sigmoid map's 0.1%
+    margin). ``map`` is the output map, as for :class:`~monai_assim.networks.TextureModule`.
 
     With the default ``features=16`` the module has ``(16 + 16) + (3 * 16 + 3) = 83`` parameters.
 
@@ -40,21 +41,24 @@ class ColorModule(ClampedResidual):
         features: number of hidden units ``F``.
         init: ``"identity"`` (zero last layer, grey replication; the default) or ``"random"``; drawn from
             torch's global generator, so ``monai.utils.set_determinism`` fixes it.
+        output_map: ``"sigmoid"`` (the default) or ``"clamp"``, see :mod:`monai_assim.networks.output_map`.
 
     Shapes:
         input ``(B, 1, H, W)`` on [0, 1]; output ``(B, 3, H, W)`` on [0, 1].
     """
 
-    def __init__(self, features: int = 16, init: str = "identity") -> None:
+    def __init__(self, features: int = 16, init: str = "identity", output_map: str = "sigmoid") -> None:
         super().__init__()
         self.init = check_init(init)
         if features < 1:
             raise ValueError(f"features must be a positive integer, got {features}.")
         self.residual = nn.Sequential(nn.Linear(1, features), nn.ReLU(inplace=True), nn.Linear(features, 3))
-        self._start(self.init, RANDOM_INIT_STD)
+        self._setup(self.init, RANDOM_INIT_STD, output_map)
 
     label = "ColorModule"
 
-    def unclamped(self, x: torch.Tensor) -> torch.Tensor:
-        """The colour map before the clamp, ``(B, 1, H, W)`` -> ``(B, 3, H, W)`` (values may leave [0, 1])."""
-        return x + self.residual(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    _channels = 3
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual of the colour map, ``(B, 1, H, W)`` -> ``(B, 3, H, W)``."""
+        return self.residual(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from monai_assim.networks.residual import INITS, ClampedResidual, check_init
+from monai_assim.networks.residual import INITS, ResidualMap, check_init
 
 __all__ = ["TextureModule", "INITS", "RANDOM_INIT_STD"]
 
@@ -13,13 +13,13 @@ __all__ = ["TextureModule", "INITS", "RANDOM_INIT_STD"]
 RANDOM_INIT_STD = 0.02
 
 
-class TextureModule(ClampedResidual):
+class TextureModule(ResidualMap):
     r"""
     Learnable texture module ``T``: a grey image in, a re-textured grey image out.
 
     .. math::
 
-        T(x) = \operatorname{clip}_{[0, 1]}\big(x + f(x)\big), \qquad
+        T(x) = \mathrm{map}\big(x, f(x)\big), \qquad
         f = \mathrm{conv}_{L} \circ \mathrm{ReLU} \circ \cdots \circ \mathrm{ReLU} \circ \mathrm{conv}_{1}
 
     where every :math:`\mathrm{conv}_l` is a 3x3 convolution (``features`` channels between them,
@@ -33,9 +33,11 @@ class TextureModule(ClampedResidual):
     is kept small (``features=16``: 2,625 parameters, a measurably slower training step, see
     ``benchmarks/assimilation_overhead.py``).
 
-    The clip passes gradients for values strictly inside (0, 1) (torch.clamp gives 0 at exactly 0 and 1,
-    checked with torch 2.14); a pixel at an end or pushed outside
-    gets no gradient through this pixel, the shared weights still move through the others.
+    ``map`` is the output map (:mod:`monai_assim.networks.output_map`): by default
+    :math:`\sigma(\operatorname{logit}(\tilde x) + f(x))`, smooth, with a gradient that is never exactly 0,
+    so pixels pushed towards 0 or 1 are pulled back by training; ``output_map="clamp"`` is
+    :math:`\operatorname{clip}_{[0, 1]}(x + f(x))`, whose gradient is 0 for every pixel pushed outside
+    [0, 1] (the map of runs before the maps were recorded).
 
     ``init="random"`` instead draws the last convolution's weights from
     :math:`\mathcal{N}(0, \sigma_T^2)`, :math:`\sigma_T` = :data:`RANDOM_INIT_STD` (bias 0): the module then
@@ -47,12 +49,15 @@ class TextureModule(ClampedResidual):
         num_layers: number of 3x3 convolutions (at least 2).
         init: ``"identity"`` (zero last layer, the default) or ``"random"`` (see above); drawn from
             torch's global generator, so ``monai.utils.set_determinism`` fixes it.
+        output_map: ``"sigmoid"`` (the default) or ``"clamp"``, see above.
 
     Shapes:
         input ``(B, 1, H, W)`` on [0, 1]; output ``(B, 1, H, W)`` on [0, 1].
     """
 
-    def __init__(self, features: int = 8, num_layers: int = 3, init: str = "identity") -> None:
+    def __init__(
+        self, features: int = 8, num_layers: int = 3, init: str = "identity", output_map: str = "sigmoid"
+    ) -> None:
         super().__init__()
         self.init = check_init(init)
         if features < 1:
@@ -66,10 +71,10 @@ class TextureModule(ClampedResidual):
             if i < num_layers - 1:
                 layers.append(nn.ReLU(inplace=True))
         self.residual = nn.Sequential(*layers)
-        self._start(self.init, RANDOM_INIT_STD)
+        self._setup(self.init, RANDOM_INIT_STD, output_map)
 
     label = "TextureModule"
 
-    def unclamped(self, x: torch.Tensor) -> torch.Tensor:
-        """:math:`x + f(x)` before the clamp (values may leave [0, 1])."""
-        return x + self.residual(x)
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual :math:`f(x)`, ``(B, 1, H, W)``."""
+        return self.residual(x)

@@ -17,6 +17,7 @@ from torch import nn
 
 from monai_assim.networks.assimilation_net import AssimilationNet
 from monai_assim.networks.color_module import ColorModule
+from monai_assim.networks.output_map import OUTPUT_MAPS
 from monai_assim.networks.texture_module import TextureModule
 
 __all__ = [
@@ -40,7 +41,8 @@ def load_assimilation_modules(
     checkpoint: either its state dict, or a dict holding it under ``"network"`` (as MONAI's
     ``CheckpointSaver(save_dict={"network": net, ...})`` writes it). The backbone weights are not needed
     and are ignored. ``texture_kwargs`` / ``color_kwargs`` must match the trained modules' constructor
-    arguments (``TextureModule(**texture_kwargs)``, ``ColorModule(**color_kwargs)``).
+    arguments (``TextureModule(**texture_kwargs)``, ``ColorModule(**color_kwargs)``); the output map is
+    read from the checkpoint (``"clamp"`` for one written before the maps were recorded).
 
     Raises:
         FileNotFoundError: no file at ``checkpoint``.
@@ -56,7 +58,12 @@ def load_assimilation_modules(
     if not isinstance(ckpt, Mapping):
         raise ValueError(f"{path!r} holds a {type(ckpt).__name__}, not a state dict.")
     state = {str(k).removeprefix("module."): v for k, v in ckpt.items()}  # DataParallel/DDP prefixes
-    modules = nn.Sequential(TextureModule(**dict(texture_kwargs or {})), ColorModule(**dict(color_kwargs or {})))
+    # the output map the modules were trained with (recorded in the checkpoint; absent: the clamp of older runs)
+    recorded = state.get("texture.output_map_id")
+    output_map = OUTPUT_MAPS[int(recorded)] if recorded is not None else "clamp"
+    texture_kwargs = {"output_map": output_map, **dict(texture_kwargs or {})}
+    color_kwargs = {"output_map": output_map, **dict(color_kwargs or {})}
+    modules = nn.Sequential(TextureModule(**texture_kwargs), ColorModule(**color_kwargs))
     parts = {}
     for index, prefix in enumerate(("texture.", "color.")):
         parts.update({f"{index}.{k[len(prefix) :]}": v for k, v in state.items() if k.startswith(prefix)})
@@ -66,7 +73,7 @@ def load_assimilation_modules(
             "checkpoint (a vanilla network has no T and C to apply)."
         )
     expected = modules.state_dict()
-    missing = sorted(set(expected) - set(parts))
+    missing = sorted(k for k in set(expected) - set(parts) if not k.endswith("output_map_id"))
     unexpected = sorted(set(parts) - set(expected))
     wrong = [k for k in expected if k in parts and parts[k].shape != expected[k].shape]
     if missing or unexpected or wrong:

@@ -1,0 +1,192 @@
+r"""
+The output map of the texture and colour modules: how ``x + r(x)`` is brought back onto [0, 1].
+
+Both modules compute a residual ``r`` of their grey input ``x`` and map it onto [0, 1] (see
+:class:`~monai_assim.networks.residual.ResidualMap`). Two maps are offered:
+
+- ``"sigmoid"`` (the default):
+
+  .. math::
+      M(x, r) = \sigma\big(\operatorname{logit}(\tilde x) + r\big), \qquad
+      \tilde x = \epsilon + (1 - 2\epsilon)\,x, \quad \epsilon = 10^{-3}
+
+  smooth and strictly inside (0, 1); at ``r = 0`` it is :math:`\tilde x`, the identity up to a margin
+  of 0.1%. Its gradient :math:`\sigma'(z) > 0` is never exactly 0 (computed as
+  :math:`e^{-|z|}/(1 + e^{-|z|})^2`, which float32 keeps above 0 up to :math:`|z| \approx 100`), so a
+  module whose output a large step pushed towards 0 or 1 still receives a gradient that pulls it back.
+- ``"clamp"``: :math:`M(x, r) = \operatorname{clip}_{[0, 1]}(x + r)`, the map of every run before the
+  output maps were recorded. Its gradient is exactly 0 for every value pushed outside [0, 1], so a
+  module pushed out entirely gets no gradient at all and never comes back (it "dies" like a saturated
+  ReLU: seen as collapsed runs, see docs/networks.md).
+
+**Saturation** (:func:`saturation`) is the fraction of output values where the map has (all but) lost
+its gradient: outside [0, 1] before the clamp (gradient exactly 0), or, for the sigmoid, where its slope
+:math:`\sigma'(z)` has fallen below a tenth of its smallest slope on an untrained module
+(:math:`|z| > \operatorname{logit}(1 - \epsilon) + \ln 10 \approx 9.2`: outputs within about
+:math:`10^{-4}` of 0 or 1). It is 0 for an untrained module under both maps.
+
+**Straight-through** (BPDA, Athalye et al. 2018; :func:`straight_through_maps`): the forward values are
+kept and the backward pass goes through the linear surrogate :math:`\tilde x + r` (``x + r`` for the
+clamp), whose gradient never saturates. For the clamp this is the identity gradient of the clip; for the
+sigmoid it removes the :math:`\sigma'` factor that could hide an attacker's gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+__all__ = [
+    "OUTPUT_MAPS",
+    "SIGMOID_MARGIN",
+    "check_output_map",
+    "map_output",
+    "saturated",
+    "saturation",
+    "straight_through_maps",
+    "unit_clamp",
+]
+
+#: the output maps, in the order of their ids in checkpoints (``output_map_id`` buffers)
+OUTPUT_MAPS = ("clamp", "sigmoid")
+#: :math:`\epsilon` of the sigmoid map: an untrained module maps [0, 1] onto [eps, 1 - eps]
+SIGMOID_MARGIN = 1e-3
+_LOGIT_EDGE = math.log((1 - SIGMOID_MARGIN) / SIGMOID_MARGIN)
+#: the sigmoid map saturates where its slope is below a tenth of its smallest slope on an untrained module
+_SATURATED_Z = _LOGIT_EDGE + math.log(10.0)
+
+
+def check_output_map(output_map: str) -> str:
+    """``output_map`` when it is one of :data:`OUTPUT_MAPS`, else a ``ValueError`` naming the choices."""
+    if output_map not in OUTPUT_MAPS:
+        raise ValueError(f"unknown output_map {output_map!r}; choose one of {', '.join(OUTPUT_MAPS)}.")
+    return output_map
+
+
+class _StraightThroughClamp(torch.autograd.Function):
+    """Forward :math:`\\operatorname{clip}_{[0,1]}(x)` (``torch.clamp``, bit-identical); backward the identity."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return torch.clamp(x, 0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return grad
+
+
+def unit_clamp(x: torch.Tensor, straight_through: bool = False) -> torch.Tensor:
+    """
+    :math:`\\operatorname{clip}_{[0, 1]}(x)`; with ``straight_through`` the same values, but the gradient
+    passes as the identity (``d clip / dx := 1`` everywhere).
+    """
+    if straight_through and torch.is_grad_enabled():
+        return _StraightThroughClamp.apply(x)
+    return torch.clamp(x, 0.0, 1.0)
+
+
+class _Sigmoid(torch.autograd.Function):
+    r""":math:`\sigma(z)` whose backward :math:`e^{-|z|} / (1 + e^{-|z|})^2` stays above 0 for :math:`|z|` up to
+    about 100 in float32 (``torch.sigmoid``'s ``s (1 - s)`` is exactly 0 once ``s`` rounds to 1, from
+    :math:`z \approx 17`)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(z)
+        return torch.sigmoid(z)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (z,) = ctx.saved_tensors
+        e = torch.exp(-z.abs())
+        return grad * e / (1 + e) ** 2
+
+
+def _sigmoid(z: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and z.requires_grad and not torch.jit.is_tracing() and not torch.jit.is_scripting():
+        return _Sigmoid.apply(z)
+    return torch.sigmoid(z)
+
+
+def _squeezed(x: torch.Tensor) -> torch.Tensor:
+    return SIGMOID_MARGIN + (1 - 2 * SIGMOID_MARGIN) * x
+
+
+def _pre_map(x: torch.Tensor, r: torch.Tensor, output_map: str) -> torch.Tensor:
+    """The value the map squashes: ``x + r`` (clamp) or ``logit(x~) + r`` (sigmoid)."""
+    if output_map == "clamp":
+        return x + r
+    return torch.logit(_squeezed(x)) + r
+
+
+def map_output(x: torch.Tensor, r: torch.Tensor, output_map: str, straight_through: bool = False) -> torch.Tensor:
+    """
+    :math:`M(x, r)` of ``output_map`` (see the module docstring); ``x`` broadcasts against ``r``.
+
+    With ``straight_through`` (and gradients enabled) the values are the same, the gradient that of the
+    linear surrogate ``x + r`` (clamp) or :math:`\\tilde x + r` (sigmoid).
+    """
+    if output_map == "clamp":
+        return unit_clamp(x + r, straight_through)
+    out = _sigmoid(_pre_map(x, r, "sigmoid"))
+    if straight_through and torch.is_grad_enabled():
+        surrogate = _squeezed(x) + r
+        return surrogate + (out - surrogate).detach()
+    return out
+
+
+def saturated(x: torch.Tensor, r: torch.Tensor, output_map: str) -> torch.Tensor:
+    """Boolean mask of the values that ``output_map`` saturates (see the module docstring)."""
+    z = _pre_map(x, r, output_map)
+    if output_map == "clamp":
+        return (z < 0) | (z > 1)
+    return z.abs() > _SATURATED_Z
+
+
+def _mapped_modules(network: nn.Module) -> list[nn.Module]:
+    return [m for m in network.modules() if hasattr(m, "straight_through_map")]
+
+
+@contextmanager
+def straight_through_maps(network: nn.Module) -> Iterator[int]:
+    """
+    Within the context, every module of ``network`` with a ``straight_through_map`` flag (the texture
+    and colour modules) passes its output map's gradient straight through (see :func:`map_output`);
+    forward values are unchanged. The flags are restored on exit. Yields the number of modules switched
+    (0 for a vanilla network).
+    """
+    modules = _mapped_modules(network)
+    flags = [m.straight_through_map for m in modules]
+    try:
+        for m in modules:
+            m.straight_through_map = True
+        yield len(modules)
+    finally:
+        for m, flag in zip(modules, flags):
+            m.straight_through_map = flag
+
+
+@torch.no_grad()
+def saturation(network: nn.Module, images: torch.Tensor) -> dict[str, float]:
+    """
+    The fraction of values that the texture module ``T`` and the colour module ``C`` of an
+    :class:`~monai_assim.networks.AssimilationNet` saturate (:func:`saturated`): ``C`` is measured on
+    ``T(images)``, the input it gets.
+
+    Args:
+        network: an AssimilationNet (DDP / compile wrappers unwrapped by the caller).
+        images: ``(B, 1, H, W)`` on [0, 1].
+
+    Returns:
+        ``{"texture": f_T, "color": f_C}``; empty for a network without the modules (vanilla).
+    """
+    texture, color = getattr(network, "texture", None), getattr(network, "color", None)
+    if texture is None or color is None:
+        return {}
+    t = texture(images)
+    fraction = lambda mask: float(mask.float().mean())  # noqa: E731
+    return {"texture": fraction(texture.saturated(images)), "color": fraction(color.saturated(t))}

@@ -1,0 +1,165 @@
+"""The output map of T and C: a module pushed out of range must get a gradient and come back (issue 26)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monai_assim.networks import AssimilationNet, ColorModule, TextureModule, saturation, straight_through_maps
+from monai_assim.networks.output_map import SIGMOID_MARGIN, map_output
+
+
+def _module(kind: str, output_map: str | None = None):
+    torch.manual_seed(0)
+    kwargs = {} if output_map is None else {"output_map": output_map}
+    return TextureModule(**kwargs) if kind == "texture" else ColorModule(**kwargs)
+
+
+def _push(module, bias: float):
+    """Set the last layer's bias: every output value is pushed towards 0 (bias < 0) or 1 (bias > 0)."""
+    with torch.no_grad():
+        module.residual[-1].weight.normal_(0, 0.05)
+        module.residual[-1].bias.fill_(bias)
+    return module
+
+
+def _images(n: int = 4, size: int = 16) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(n, 1, size, size, generator=g)
+    x[:, :, :3] = 0.0  # black background, as in CT slices
+    x[:, :, -2:] = 1.0
+    return x
+
+
+def _distance(module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((module(x) - x).abs().mean())
+
+
+def _train(module, x: torch.Tensor, steps: int = 60) -> None:
+    """What training asks of an assimilation module that lost the image: give it back as an untrained module
+    does (an L1 pull towards the identity on [eps, 1 - eps])."""
+    target = SIGMOID_MARGIN + (1 - 2 * SIGMOID_MARGIN) * x
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        (module(x) - target).abs().mean().backward()
+        opt.step()
+
+
+def test_the_default_map_is_the_sigmoid():
+    assert TextureModule().output_map == ColorModule().output_map == "sigmoid"
+    net = AssimilationNet("resnet18", pretrained=None)
+    assert net.texture.output_map == net.color.output_map == "sigmoid"
+    with pytest.raises(ValueError, match="output_map"):
+        TextureModule(output_map="tanh")
+
+
+@pytest.mark.parametrize("kind", ["texture", "color"])
+def test_an_untrained_module_is_the_identity_up_to_the_margin(kind):
+    x = _images()
+    module = _module(kind)
+    with torch.no_grad():
+        out = module(x)
+    assert out.shape[1] == (1 if kind == "texture" else 3)
+    assert (out - x).abs().max() <= SIGMOID_MARGIN + 1e-6
+    assert 0 < out.min() and out.max() < 1
+    assert saturation(AssimilationNet("resnet18", pretrained=None), x) == {"texture": 0.0, "color": 0.0}
+
+
+@pytest.mark.parametrize("bias", [5.0, -5.0])
+@pytest.mark.parametrize("kind", ["texture", "color"])
+def test_a_pushed_out_module_gets_a_gradient_and_comes_back(kind, bias):
+    x = _images()
+    module = _push(_module(kind), bias)
+    sat_before = float(module.saturated(x).float().mean())
+    far = _distance(module, x)
+    assert far > 0.3 and sat_before > 0.1  # the image is mostly lost
+    (module(x) - x).abs().mean().backward()
+    for name, p in module.residual.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    _train(module, x)
+    assert _distance(module, x) < 0.5 * far
+    assert float(module.saturated(x).float().mean()) < 0.5 * sat_before
+
+
+@pytest.mark.parametrize("bias", [5.0, -5.0])
+@pytest.mark.parametrize("kind", ["texture", "color"])
+def test_the_clamp_map_dies_when_pushed_out(kind, bias):
+    """The defect the sigmoid map removes: the hard clip gives exactly zero gradient and never comes back."""
+    x = _images()
+    module = _push(_module(kind, "clamp"), bias)
+    assert float(module.saturated(x).float().mean()) == 1.0
+    (module(x) - x).abs().mean().backward()
+    assert all(p.grad is None or not p.grad.any() for p in module.parameters())
+    before = module(x).detach()
+    _train(module, x, steps=10)
+    assert torch.equal(module(x).detach(), before)
+
+
+@pytest.mark.parametrize("bias", [30.0, -30.0])
+def test_the_gradient_is_not_exactly_zero_far_out(bias):
+    module = _push(_module("texture"), bias)
+    x = _images()
+    module(x).sum().backward()
+    assert module.residual[-1].bias.grad.abs() > 0
+
+
+def test_saturation_of_the_sigmoid_map():
+    x = _images()
+    module = _push(_module("texture"), 4.0)
+    with torch.no_grad():
+        out = module(x)
+    slope = out * (1 - out)  # sigma'(z); its smallest value on an untrained module is about eps (1 - eps)
+    expected = float((slope < SIGMOID_MARGIN * (1 - SIGMOID_MARGIN) / 10).float().mean())
+    assert 0.05 < expected < 0.95
+    assert float(module.saturated(x).float().mean()) == pytest.approx(expected, abs=0.01)
+
+
+@pytest.mark.parametrize("kind", ["texture", "color"])
+def test_straight_through_keeps_values_and_takes_the_surrogate_gradient(kind):
+    module = _push(_module(kind), 3.0)
+    x = _images()
+    with torch.no_grad():
+        plain = module(x)
+    x1 = x.clone().requires_grad_(True)
+    module(x1).sum().backward()
+    x2 = x.clone().requires_grad_(True)
+    with straight_through_maps(module) as switched:
+        out = module(x2)
+        with torch.no_grad():
+            assert torch.equal(module(x), plain)
+        out.sum().backward()
+    assert switched == 1 and not module.straight_through_map
+    x3 = x.clone().requires_grad_(True)
+    (SIGMOID_MARGIN + (1 - 2 * SIGMOID_MARGIN) * x3 + module.delta(x3)).sum().backward()
+    assert torch.allclose(x2.grad, x3.grad, atol=1e-6)
+    assert not torch.allclose(x1.grad, x2.grad)  # sigma' scales the plain gradient down where saturated
+
+
+def test_map_output_values():
+    x = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    r = torch.tensor([0.0, 0.0, 2.0, -40.0])
+    out = map_output(x, r, "sigmoid")
+    squeezed = SIGMOID_MARGIN + (1 - 2 * SIGMOID_MARGIN) * x
+    assert torch.allclose(out[:2], squeezed[:2], atol=1e-7)
+    assert out[2] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item(), abs=1e-6)
+    assert 0 < out[3] < 1e-10
+    assert torch.equal(map_output(x, r, "clamp"), (x + r).clamp(0, 1))
+
+
+def test_a_checkpoint_records_its_map():
+    sigmoid, clamp = TextureModule(), TextureModule(output_map="clamp")
+    state = sigmoid.state_dict()
+    assert int(state["output_map_id"]) != int(clamp.state_dict()["output_map_id"])
+    with pytest.raises(RuntimeError, match="'sigmoid' output map.*--assimilation_map sigmoid"):
+        clamp.load_state_dict(state)
+    TextureModule().load_state_dict(state)
+    old = {k: v for k, v in clamp.state_dict().items() if k != "output_map_id"}  # written before the maps
+    clamp.load_state_dict(old)
+    with pytest.raises(RuntimeError, match="'clamp' output map"):
+        TextureModule().load_state_dict(old)
+    net = AssimilationNet("resnet18", pretrained=None, output_map="clamp")
+    AssimilationNet("resnet18", pretrained=None, output_map="clamp").load_state_dict(net.state_dict())
+    with pytest.raises(RuntimeError, match="--assimilation_map clamp"):
+        AssimilationNet("resnet18", pretrained=None).load_state_dict(net.state_dict())
