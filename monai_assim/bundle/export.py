@@ -250,6 +250,9 @@ def _eval_metrics(results: Mapping[str, Any]) -> dict[str, float]:
 def _robustness_meta(summary: Mapping[str, Any], results: Mapping[str, Any]) -> dict[str, Any]:
     """The threat model, the attacks and budget behind ``eval_metrics``, and how the weights were chosen."""
     headline = dict(results.get("headline") or {})
+    grid = headline.get("grid_attacks") or sorted(
+        {str(r["attack"]) for r in results.get("rows", []) if r.get("role") == "attack" and r.get("attack")}
+    )
     return {
         "threat_model": "L-inf perturbations of the grey input in [0, 1] pixel space, eps in units of 1/255, "
         "attacks through the whole network (texture and colour modules, normalisation, backbone)",
@@ -257,7 +260,7 @@ def _robustness_meta(summary: Mapping[str, Any], results: Mapping[str, Any]) -> 
         or "per image, the worst case over the attacks of the evaluation (no strong ensemble was run)",
         "attack_budget": headline.get("budget"),
         "upper_bound": bool(headline.get("upper_bound", not headline)),
-        "attacks": {"grid": headline.get("grid_attacks"), "ensemble": headline.get("ensemble")} if headline else None,
+        "attacks": {"grid": grid or None, "ensemble": headline.get("ensemble")} if results else None,
         "selection": (summary.get("selection") or {}).get("rule"),
     }
 
@@ -355,6 +358,8 @@ def _metadata(
         )
     fmt = meta["network_data_format"]
     fmt["inputs"]["image"]["spatial_shape"] = [size, size]
+    # the network returns logits (the configs' postprocessing applies the softmax)
+    fmt["outputs"]["pred"]["type"] = "logits"
     fmt["outputs"]["pred"]["num_channels"] = len(class_names)
     fmt["outputs"]["pred"]["channel_def"] = {str(i): c for i, c in enumerate(class_names)}
     meta["image_classes"] = f"single channel grey image, intensity scaled to [0, 1], resized to {size} x {size}"
