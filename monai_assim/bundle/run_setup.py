@@ -341,6 +341,7 @@ class RunSetup:
             self._compare_run_arguments()
             self._settle_conflicts()
         self.log_settings(settings or {})
+        self._check_data_folder()  # before the weights: a typo in --dataset_dir is reported as such
         self._check_weights_available()
         self._plan: Any = None
         self._datalists: dict[str, list[dict]] | None = None
@@ -489,6 +490,17 @@ class RunSetup:
                 source = defaults if key in self._defaults else "FIXED_DEFAULTS"
             lines.append(f"  {key:<22} {value!r}" + (f"   ('auto': from {source})" if auto else ""))
         logger.info("\n".join([f"run settings ({'demo set' if self.demo else 'real data set'}):", *lines]))
+
+    def _check_data_folder(self) -> None:
+        """
+        The data set folder and its layout (folders only, no image decoded), checked before the ImageNet
+        weights so that a wrong ``--dataset_dir`` is reported as such and not as missing weights; the
+        images themselves are checked when the split lists are built.
+        """
+        if not self.demo:
+            from monai_assim.data import discover_images
+
+            discover_images(self.dataset_dir, self.modality, check_images=False)
 
     def _check_weights_available(self) -> None:
         """``pretrained`` ``"imagenet"``: the weights file is cached, or downloaded into the cache now."""
