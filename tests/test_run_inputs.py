@@ -36,3 +36,24 @@ def test_data_path_error_comes_before_missing_weights(tmp_path, data, monkeypatc
     with pytest.raises(UserInputError, match="missing class folder"):
         setup(tmp_path / "run", data, pretrained="imagenet")
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------ item 3: unwritable output folder
+def test_unwritable_output_dir_is_an_input_error(tmp_path, data):
+    """--output_dir that cannot be created or written: a user error naming it, raised with the other input checks."""
+    from monai_assim.bundle import check_writable_dir
+
+    forbidden = Path("/proc/forbidden/run")
+    with pytest.raises(UserInputError, match=rf"output folder {forbidden} cannot be created or written") as err:
+        setup(forbidden, data)
+    assert "--output_dir" in err.value.hint
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(UserInputError, match="is a file, not a folder") as err:
+        check_writable_dir(a_file / "run", "--predictions_dir")
+    assert "--predictions_dir" in err.value.hint
+    # a writable folder passes, and the check leaves nothing behind: no folder made, no probe file
+    fresh = tmp_path / "new" / "run"
+    assert check_writable_dir(fresh) == str(fresh) and not (tmp_path / "new").exists()
+    assert check_writable_dir(tmp_path) == str(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "data"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from monai_assim.errors import MissingInputError, UserInputError
 
 __all__ = [
     "CHECKPOINT_NAMES",
+    "check_writable_dir",
     "checkpoint_path",
     "list_images",
     "load_datalist",
@@ -34,6 +36,46 @@ def _no_run(output_dir: Path, what: Path) -> MissingInputError:
         "train first, e.g. `python -m monai.bundle run --config_file bundles/<modality>/train.json` with the same "
         "--variant/--backbone/--dataset_dir (or pass --output_dir <run folder>).",
     )
+
+
+def check_writable_dir(path: str | os.PathLike, option: str = "--output_dir") -> str:
+    """
+    Check that the folder ``path`` can be created (where absent) and written, and return ``str(path)``
+    (for a config expression): the missing folders are made, a probe file is written and removed, and the folders made
+    are removed again, so that the check leaves nothing behind (a fresh run that fails on its inputs
+    leaves no run folder). Trying is the only reliable test (permissions, read-only mounts, ``/proc``).
+
+    Raises:
+        UserInputError: naming the folder and why it cannot be written, with a hint naming ``option``.
+    """
+    folder = Path(path).expanduser().absolute()
+    created: list[Path] = []
+    try:
+        missing, existing = [], folder
+        while not existing.exists():
+            missing.append(existing)
+            existing = existing.parent
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file, not a folder")
+        for sub in reversed(missing):
+            sub.mkdir()
+            created.append(sub)
+        fd, probe = tempfile.mkstemp(prefix=".write_check_", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        reason = f"{e.strerror}: {e.filename}" if e.strerror and e.filename else str(e)
+        raise UserInputError(
+            f"output folder {folder} cannot be created or written ({reason}).",
+            f"pass {option} <a folder you can write to>, or make {folder} writable.",
+        ) from e
+    finally:
+        for sub in reversed(created):
+            try:
+                sub.rmdir()
+            except OSError:
+                pass
+    return str(path)
 
 
 def load_run_summary(output_dir: str | os.PathLike) -> dict[str, Any]:

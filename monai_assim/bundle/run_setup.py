@@ -341,6 +341,7 @@ class RunSetup:
             self._compare_run_arguments()
             self._settle_conflicts()
         self.log_settings(settings or {})
+        self._check_output_dir()
         self._check_data_folder()  # before the weights: a typo in --dataset_dir is reported as such
         self._check_weights_available()
         self._plan: Any = None
@@ -490,6 +491,13 @@ class RunSetup:
                 source = defaults if key in self._defaults else "FIXED_DEFAULTS"
             lines.append(f"  {key:<22} {value!r}" + (f"   ('auto': from {source})" if auto else ""))
         logger.info("\n".join([f"run settings ({'demo set' if self.demo else 'real data set'}):", *lines]))
+
+    def _check_output_dir(self) -> None:
+        """The output folder can be created and written (rank 0; the check leaves nothing behind)."""
+        if get_rank() == 0:
+            from monai_assim.bundle.run_files import check_writable_dir
+
+            check_writable_dir(self.output_dir)
 
     def _check_data_folder(self) -> None:
         """
