@@ -57,3 +57,34 @@ def test_unwritable_output_dir_is_an_input_error(tmp_path, data):
     assert check_writable_dir(fresh) == str(fresh) and not (tmp_path / "new").exists()
     assert check_writable_dir(tmp_path) == str(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "data"]
+
+
+# ------------------------------------------------------------------------------- item 2: unreadable checkpoint
+def _truncate(path: Path, size: int = 5000) -> None:
+    path.write_bytes(path.read_bytes()[:size])
+
+
+def test_truncated_checkpoint_is_named(tmp_path, data):
+    """best.pt cut to 5 kB: a user error naming the file, 'unreadable', and the way out (--checkpoint last)."""
+    import torch
+
+    from monai_assim.bundle import checkpoint_path
+
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    state = {"network": {"w": torch.zeros(4000)}, "epoch": 1}
+    for name in ("best.pt", "last.pt"):
+        torch.save(state, ckpts / name)
+    _truncate(ckpts / "best.pt")
+    assert checkpoint_path(tmp_path / "run", "last") == str(ckpts / "last.pt")
+    with pytest.raises(
+        UserInputError, match=rf"checkpoint {ckpts / 'best.pt'} is unreadable \(truncated or corrupt\?\)"
+    ) as err:
+        checkpoint_path(tmp_path / "run", "best")
+    assert "--checkpoint last" in err.value.hint and "retrain" in err.value.hint
+    assert "\n" not in err.value.message
+    # a resume from a corrupt last.pt says so too, before anything is written
+    _truncate(ckpts / "last.pt")
+    with pytest.raises(UserInputError, match=rf"checkpoint {ckpts / 'last.pt'} is unreadable") as err:
+        setup(tmp_path / "run", data, resume=True)
+    assert "--output_dir" in err.value.hint

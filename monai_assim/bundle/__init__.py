@@ -4,6 +4,7 @@ from monai_assim.errors import install_excepthook
 
 from .export import bundle_file, export_bundle, labelled_images
 from .run_files import (
+    check_checkpoint,
     check_writable_dir,
     checkpoint_path,
     list_images,
@@ -21,6 +22,7 @@ __all__ = [
     "SUMMARY_FILE",
     "RunSetup",
     "bundle_file",
+    "check_checkpoint",
     "check_writable_dir",
     "checkpoint_path",
     "default_output_dir",

@@ -18,6 +18,7 @@ from monai_assim.errors import MissingInputError, UserInputError
 
 __all__ = [
     "CHECKPOINT_NAMES",
+    "check_checkpoint",
     "check_writable_dir",
     "checkpoint_path",
     "list_images",
@@ -134,6 +135,33 @@ def load_datalist(output_dir: str | os.PathLike, split: str = "test") -> list[di
     return [{"image": d["image"], "label": int(d["label"])} for d in doc[split]]
 
 
+def check_checkpoint(path: str | os.PathLike, hint: str | None = None) -> str:
+    """
+    Check that the checkpoint file ``path`` can be read (``torch.load(..., weights_only=True)``, as MONAI's
+    ``CheckpointLoader`` reads it) and return ``str(path)``; the whole file is read once.
+
+    Raises:
+        UserInputError: naming the file and saying that it is unreadable (truncated or corrupt), with the
+            reader's first line of error; the hint (default) points at the run's other checkpoint or a retrain.
+    """
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (zip reader, unpickler, OS errors: all mean "cannot be read")
+        reason = (str(e).strip().splitlines() or [""])[0]
+        if hint is None:
+            other = "best" if Path(path).name == "last.pt" else "last"
+            hint = (
+                f"pass --checkpoint {other} to use the run's {other} checkpoint, or retrain (train.json into a "
+                "new --output_dir)."
+            )
+        raise UserInputError(
+            f"checkpoint {path} is unreadable (truncated or corrupt?): {type(e).__name__}: {reason}", hint
+        ) from e
+    return str(path)
+
+
 #: checkpoint names :func:`checkpoint_path` resolves inside ``<output_dir>/checkpoints``
 CHECKPOINT_NAMES = ("best", "last", "best_clean", "best_robust")
 
@@ -142,7 +170,8 @@ def checkpoint_path(output_dir: str | os.PathLike, checkpoint: str = "best") -> 
     """
     ``<output_dir>/checkpoints/<name>.pt`` for a name of :data:`CHECKPOINT_NAMES` (``"best"``: the epoch the
     run's selection rule kept; ``"last"``; ``"best_clean"`` / ``"best_robust"``: the other rule's choice,
-    saved when validation measured robust accuracy), otherwise ``checkpoint`` itself as a path; it must exist.
+    saved when validation measured robust accuracy), otherwise ``checkpoint`` itself as a path; it must exist
+    and be readable (:func:`check_checkpoint`).
     """
     output_dir = Path(output_dir)
     named = checkpoint in CHECKPOINT_NAMES
@@ -157,7 +186,7 @@ def checkpoint_path(output_dir: str | os.PathLike, checkpoint: str = "best") -> 
             else f"pass --checkpoint {', '.join(CHECKPOINT_NAMES)} or an existing file."
         )
         raise MissingInputError(f"checkpoint {path} not found.", hint)
-    return str(path)
+    return check_checkpoint(path)
 
 
 def list_images(

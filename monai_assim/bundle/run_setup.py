@@ -526,6 +526,13 @@ class RunSetup:
                 "run without --resume to start afresh, or pass the --output_dir (or the --dataset_dir, "
                 "--variant and --backbone) of the run to resume.",
             )
+        from monai_assim.bundle.run_files import check_checkpoint
+
+        check_checkpoint(
+            last,
+            "the run cannot resume from it: train afresh into another --output_dir (or without --resume, which "
+            "starts this run over).",
+        )
         ckpt = torch.load(last, map_location="cpu", weights_only=True)
         return int(ckpt.get("epoch", ckpt.get("trainer", {}).get("epoch", 0)))
 
