@@ -335,6 +335,7 @@ def test_resume_after_kill(tmp_path):
     iterations_per_epoch = summary["iterations_completed"] // epochs
     assert ckpt["epoch"] == epochs and ckpt["trainer"]["iteration"] == epochs * iterations_per_epoch
     assert not list((out / "checkpoints").glob(".*.tmp"))
+    assert not (out / "run.lock").exists()  # the killed run's lock was taken over, and released at the end
 
 
 @pytest.mark.slow

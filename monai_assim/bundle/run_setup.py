@@ -346,6 +346,12 @@ class RunSetup:
         self._check_weights_available()
         self._plan: Any = None
         self._datalists: dict[str, list[dict]] | None = None
+        from monai_assim.bundle.run_lock import RunLock
+
+        #: the run folder's lock (one writer per run), taken before the first write (:meth:`hold_folder`)
+        self.lock = RunLock(self.output_dir)
+        if get_rank() == 0:
+            self.lock.check()  # a live run in this folder: stop now, before anything is written
         #: per-epoch validation records (:meth:`record_epoch`); on resume, those up to the checkpoint's epoch
         self.epochs: list[dict[str, Any]] = [
             e
@@ -670,6 +676,8 @@ class RunSetup:
     def _build(self) -> dict[str, list[dict]]:
         from monai_assim.data import make_synthetic_dataset, plan_datalists
 
+        if self.demo:
+            self.hold_folder()  # before the demo set is written into the folder
         if self.demo and get_rank() == 0:
             self._announce_demo()
             n, size = int(self.demo_defaults.get("n_per_class", 40)), int(self.demo_defaults.get("file_size", 96))
@@ -734,6 +742,19 @@ class RunSetup:
         logger.warning("\n".join([bar, *[f"#  {line}" for line in lines], bar]))
 
     # ------------------------------------------------------------------ start, run, finish
+    def hold_folder(self) -> None:
+        """
+        Take the run folder's lock (rank 0; :class:`~monai_assim.bundle.run_lock.RunLock`): a second
+        training into a folder that a live run holds stops here with an error naming that run, before it
+        writes anything; the lock of a run that has ended (``--resume True`` after a kill) is taken over.
+        """
+        if get_rank() == 0:
+            self.lock.acquire()
+
+    def release_folder(self) -> None:
+        """Give the run folder's lock back (end of the run; also done at exit)."""
+        self.lock.release()
+
     def start(self) -> None:
         """
         Write the run's files once every input is known good: the split lists, ``DEMO_DATA.txt`` (or
@@ -743,6 +764,7 @@ class RunSetup:
         lists = self.datalists
         if get_rank() != 0:
             return
+        self.hold_folder()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         notice = self.output_dir / DEMO_NOTICE_FILE
         if self.demo:
@@ -779,6 +801,7 @@ class RunSetup:
                 self.write_summary(
                     status=status, error=f"{type(e).__name__}: {e}", failed_at=time.strftime("%Y-%m-%dT%H:%M:%S")
                 )
+            self.release_folder()
             raise
 
     def _current_summary_file(self) -> dict[str, Any] | None:
@@ -868,6 +891,7 @@ class RunSetup:
             best_epoch=best_epoch,
             best_metric_name=metric if best_saver is not None else None,
         )
+        self.release_folder()
         if self.demo:
             logger.warning(
                 f"DEMO DATA: this run trained on the synthetic demo set; see {self.output_dir / DEMO_NOTICE_FILE}"
