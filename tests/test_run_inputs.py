@@ -12,7 +12,7 @@ import pytest
 from test_run_setup import setup
 
 from monai_assim.data import make_synthetic_dataset
-from monai_assim.errors import MissingInputError, UserInputError
+from monai_assim.errors import MissingInputError, UserInputError, find_user_error
 
 
 @pytest.fixture
@@ -197,3 +197,93 @@ def test_resume_of_a_killed_run_takes_its_lock_over(tmp_path, data):
     resumed.start()
     assert resumed.lock.held and resumed.resumed_from_epoch == 1
     resumed.release_folder()
+
+
+# ------------------------------------------------------------------------ item 1: a run's settings follow it
+def _fake_run(run: Path, images: list[Path], **settings) -> Path:
+    """A run folder as evaluate/inference read it: summary, split lists and best.pt of an untrained network."""
+    import json
+
+    import torch
+
+    from monai_assim.networks import AssimilationNet
+
+    (run / "datalists").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    settings = {"image_size": 32, "mean": None, "std": None, **settings}
+    summary = {"modality": "chest_xray", "settings": settings, "class_names": ["normal", "pneumonia"]}
+    (run / "run_summary.json").write_text(json.dumps(summary))
+    test = [{"image": str(p), "label": i % 2} for i, p in enumerate(images)]
+    (run / "datalists" / "splits.json").write_text(json.dumps({"train": [], "validation": [], "test": test}))
+    kwargs = {k: settings[k] for k in ("variant", "backbone", "texture_features", "color_features") if k in settings}
+    net = AssimilationNet(num_classes=2, pretrained="none", **kwargs)
+    torch.save({"network": net.state_dict()}, run / "checkpoints" / "best.pt")
+    return run
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"variant": "vanilla", "backbone": "mobilenet_v2"},
+        {"variant": "assimilated", "backbone": "mobilenet_v2", "texture_features": 4, "color_features": 8},
+    ],
+)
+def test_evaluate_and_inference_build_the_runs_network(tmp_path, data, settings):
+    """--output_dir alone: the network of the run (variant, backbone, T/C sizes, classes), its weights load."""
+    import torch
+    from test_mixed_formats import parse
+
+    images = sorted((data / "test").rglob("*.jpeg"))[:2]
+    run = _fake_run(tmp_path / "run", images, **settings)
+    state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["network"]
+    for config in ("evaluate.json", "inference.json"):
+        parser = parse(config, output_dir=str(run))
+        net = parser.get_parsed_content("network_def")
+        net.load_state_dict(state)  # strict: "Error(s) in loading state_dict" when the network is not the run's
+        assert (net.variant, net.backbone_name, net.num_classes) == (settings["variant"], "mobilenet_v2", 2)
+    assert parser.get_parsed_content("prediction_saver").class_names == ["normal", "pneumonia"]
+    onehot = parse("evaluate.json", output_dir=str(run)).get_parsed_content("postprocessing").transforms[-1]
+    assert list(onehot.to_onehot) == [2]  # the run's class count
+
+
+def test_explicit_setting_that_conflicts_with_the_run(tmp_path, data):
+    """--backbone resnet18 against a mobilenet_v2 run: one line naming both values and the summary."""
+    from test_mixed_formats import parse
+
+    run = _fake_run(tmp_path / "run", [], variant="vanilla", backbone="mobilenet_v2")
+    for config in ("evaluate.json", "inference.json"):
+        with pytest.raises(Exception) as err:
+            parse(config, output_dir=str(run), backbone="resnet18").get_parsed_content("network_def")
+        error = find_user_error(err.value)
+        assert error is not None and "\n" not in error.message, err.value
+        assert error.message == (
+            f"--backbone resnet18 conflicts with the run's backbone mobilenet_v2 ({run / 'run_summary.json'})."
+        )
+        assert "leave --backbone out" in error.hint
+    # equal values are fine, and the other settings of the network too
+    same = parse("evaluate.json", output_dir=str(run), variant="vanilla", backbone="mobilenet_v2", image_size=32)
+    assert same.get_parsed_content("network_def").backbone_name == "mobilenet_v2"
+    with pytest.raises(Exception) as err:
+        parse("inference.json", output_dir=str(run), image_size=64).get_parsed_content("spatial_size")
+    assert "--image_size 64 conflicts with the run's image_size 32" in find_user_error(err.value).message
+
+
+def test_export_takes_the_network_from_the_run(tmp_path):
+    """The exported configs hold the run's variant, backbone, class count and T/C sizes as values."""
+    from monai_assim.bundle.export import exported_config
+
+    summary = {
+        "modality": "chest_xray",
+        "class_names": ["normal", "pneumonia"],
+        "settings": {"variant": "assimilated", "backbone": "mobilenet_v2", "image_size": 32, "mean": None,
+                     "std": None, "texture_features": 4, "texture_layers": 2, "color_features": 8},
+    }  # fmt: skip
+    for name in ("inference.json", "evaluate.json"):
+        config = exported_config(name, summary)
+        got = {k: config[k] for k in ("variant", "backbone", "num_classes", "texture_features", "texture_layers")}
+        assert got == {"variant": "assimilated", "backbone": "mobilenet_v2", "num_classes": 2,
+                       "texture_features": 4, "texture_layers": 2}  # fmt: skip
+        assert config["network_def"]["texture_features"] == "@texture_features"
+    # a summary written before the T/C sizes were recorded: the sizes those runs used
+    del summary["settings"]["texture_features"]
+    assert exported_config("inference.json", summary)["texture_features"] == 8

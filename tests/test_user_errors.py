@@ -35,7 +35,7 @@ def run_dir(tmp_path_factory) -> Path:
             {"train": [], "validation": [], "test": [{"image": f, "label": i % 2} for i, f in enumerate(images)]}
         )
     )
-    settings = {"image_size": 32, "mean": None, "std": None}
+    settings = {"image_size": 32, "mean": None, "std": None, "variant": "assimilated", "backbone": "mobilenet_v2"}
     (run / "run_summary.json").write_text(json.dumps({"settings": settings, "class_names": ["normal", "pneumonia"]}))
     net = AssimilationNet("mobilenet_v2", 2, pretrained="none")
     torch.save({"network": net.state_dict()}, run / "checkpoints" / "best.pt")

@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from monai_assim.bundle.run_files import checkpoint_path, load_run_summary
+from monai_assim.bundle.run_files import checkpoint_path, load_run_summary, recorded_setting
 from monai_assim.bundle.run_setup import DEMO_NOTICE_FILE
 from monai_assim.data.layouts import get_layout
 from monai_assim.errors import MissingInputError, UserInputError
@@ -57,8 +57,16 @@ EXPORT_VERSION = "0.1.0"
 #: where an exported config finds its weights.
 MODEL_PATH_EXPR = "$monai_assim.bundle.bundle_file(@bundle_root, 'models', 'model.pt')"
 #: expressions that read a training run's folder; none may be left in an exported config.
-RUN_FOLDER_CALLS = ("run_setting", "checkpoint_path", "load_datalist", "load_run_summary", "default_output_dir")
+RUN_FOLDER_CALLS = (
+    "run_setting",
+    "run_class_names",
+    "checkpoint_path",
+    "load_datalist",
+    "load_run_summary",
+    "default_output_dir",
+)
 _RUN_SETTING = re.compile(r"monai_assim\.bundle\.run_setting\(\s*@(\w+)\s*,\s*@output_dir\s*,\s*['\"]\w+['\"]\s*\)")
+_RUN_CLASS_NAMES = re.compile(r"monai_assim\.bundle\.run_class_names\(\s*@(\w+)\s*,\s*@output_dir\s*\)")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -103,9 +111,12 @@ def _class_names(summary: Mapping[str, Any]) -> list[str]:
 
 
 def _resolve_run_settings(value: Any) -> Any:
-    """``value`` with every ``run_setting(@key, @output_dir, 'key')`` call replaced by ``@key``."""
+    """
+    ``value`` with every ``run_setting(@key, @output_dir, 'key')`` and ``run_class_names(@key, @output_dir)``
+    call replaced by ``@key``.
+    """
     if isinstance(value, str):
-        new = _RUN_SETTING.sub(r"@\1", value)
+        new = _RUN_CLASS_NAMES.sub(r"@\1", _RUN_SETTING.sub(r"@\1", value))
         if re.fullmatch(r"\$@[\w#]+", new):  # "$@mean" -> "@mean"
             new = new[1:]
         return new
@@ -148,8 +159,8 @@ def exported_config(name: str, summary: Mapping[str, Any], note: str = "") -> di
     """
     The exported bundle's ``name`` config (``"inference.json"`` or ``"evaluate.json"``), built from the
     current template ``bundles/common/<name>``: ``MODALITY`` replaced by the run's modality, ``bundle_root``
-    ``"."``, the run's resolved settings (image size, normalisation, backbone, variant, class names) as
-    literal values, the weights at ``<bundle_root>/models/model.pt``, and the keys that pointed into the
+    ``"."``, the run's resolved settings (image size, normalisation, backbone, variant, class count and
+    names, sizes of T and C) as literal values, the weights at ``<bundle_root>/models/model.pt``, and the keys that pointed into the
     run folder replaced: outputs under ``--output_dir`` (default: the working directory), the images
     from ``--input`` (inference) or ``--dataset_dir`` (evaluate, every image of a labelled data set).
 
@@ -172,9 +183,10 @@ def exported_config(name: str, summary: Mapping[str, Any], note: str = "") -> di
     overrides: dict[str, Any] = {"bundle_root": ".", "output_dir": "."}
     for key in ("image_size", "mean", "std", "backbone", "variant"):
         overrides[key] = settings[key]
-    for key, value in settings.items():  # any other setting the template leaves to the run
-        if isinstance(config.get(key), str) and config[key].lower() == "auto":
-            overrides[key] = value
+    special = ("input", "dataset_dir", "class_names")
+    for key, value in config.items():  # any other setting the template leaves to the run
+        if key not in special and isinstance(value, str) and value.lower() == "auto":
+            overrides[key] = recorded_setting(summary, key, settings.get(key, "auto"))
     if "class_names" in config:
         overrides["class_names"] = class_names
     if "num_classes" in config:

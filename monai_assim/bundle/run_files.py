@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ __all__ = [
     "list_images",
     "load_datalist",
     "load_run_summary",
+    "recorded_setting",
     "run_class_names",
     "run_setting",
 ]
@@ -88,38 +89,99 @@ def load_run_summary(output_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+_MISSING = object()
+
+
+def recorded_setting(summary: Mapping[str, Any], key: str, default: Any = _MISSING) -> Any:
+    """
+    The setting ``key`` a run summary records: its ``"settings"`` entry; ``num_classes`` is the number of its
+    ``class_names``; a setting the summary lacks because it was written before the setting existed takes the
+    value such runs used (:data:`~monai_assim.bundle.run_setup.RECORDED_BEFORE`).
+
+    Raises:
+        KeyError: the summary records no value of ``key`` (and ``default`` is not given).
+    """
+    from monai_assim.bundle.run_setup import RECORDED_BEFORE
+
+    settings = summary.get("settings") or {}
+    if key in settings:
+        return settings[key]
+    if key == "num_classes" and summary.get("class_names"):
+        return len(summary["class_names"])
+    if key in RECORDED_BEFORE:
+        return RECORDED_BEFORE[key]
+    if default is not _MISSING:
+        return default
+    raise KeyError(key)
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else repr(value)
+
+
+def _conflict(key: str, value: Any, recorded: Any, output_dir: str | os.PathLike) -> UserInputError:
+    return UserInputError(
+        f"--{key} {_shown(value)} conflicts with the run's {key} {_shown(recorded)} "
+        f"({Path(output_dir) / SUMMARY_FILE}).",
+        f"leave --{key} out to use the run's, or pass the --output_dir of a run trained with {key} {_shown(value)}.",
+    )
+
+
 def run_setting(value: Any, output_dir: str | os.PathLike, key: str) -> Any:
     """
-    ``value``, or, when it is ``"auto"``, the setting ``key`` the training run in ``output_dir`` used
-    (logged, so that the log shows every value an ``"auto"`` became).
+    A setting of the network or its preprocessing (variant, backbone, class count, sizes of T and C, image
+    size, mean, std) for evaluate and inference: when ``value`` is ``"auto"``, the value the training run in
+    ``output_dir`` recorded (:func:`recorded_setting`; logged, so that the log shows every value an ``"auto"``
+    became); an explicit ``value`` must equal the recorded one.
+
+    Raises:
+        UserInputError: an explicit ``value`` differs from the run's (the message names both), or the run
+            records no ``key`` and ``value`` is ``"auto"``.
     """
-    if isinstance(value, str) and value.lower() == "auto":
-        settings = load_run_summary(output_dir)["settings"]
-        if key not in settings:
-            raise KeyError(f"the run summary in {output_dir} has no setting {key!r}.")
-        logger.info(f"setting {key} = {settings[key]!r}   ('auto': from {Path(output_dir) / SUMMARY_FILE})")
-        return settings[key]
+    from monai_assim.bundle.run_setup import _same
+
+    auto = isinstance(value, str) and value.lower() == "auto"
+    path = Path(output_dir) / SUMMARY_FILE
+    if not auto and not path.is_file():
+        return value  # nothing to compare with (the errors of a missing run come from the run's files)
+    try:
+        recorded = recorded_setting(load_run_summary(output_dir), key)
+    except KeyError:
+        if not auto:
+            return value
+        raise UserInputError(f"the run summary {path} records no setting {key!r}.", f"pass --{key} <value>.") from None
+    if auto:
+        logger.info(f"setting {key} = {recorded!r}   ('auto': from {path})")
+        return recorded
+    if not _same(value, recorded):
+        raise _conflict(key, value, recorded, output_dir)
     return value
 
 
 def run_class_names(value: Any, output_dir: str | os.PathLike) -> list[str]:
     """
     ``value`` (a list of class names, in the order of the network's outputs), or, when it is ``"auto"``,
-    the ``class_names`` the training run in ``output_dir`` recorded in its summary.
+    the ``class_names`` the training run in ``output_dir`` recorded in its summary; explicit names must be
+    the run's (an error names both lists).
     """
-    if isinstance(value, str) and value.lower() == "auto":
-        summary = load_run_summary(output_dir)
-        if "class_names" not in summary:
-            raise KeyError(
-                f"the run summary in {output_dir} has no 'class_names'; pass them, e.g. "
-                "--class_names \"['normal', 'pneumonia']\"."
+    auto = isinstance(value, str) and value.lower() == "auto"
+    recorded = None
+    if auto or (Path(output_dir) / SUMMARY_FILE).is_file():
+        recorded = load_run_summary(output_dir).get("class_names")
+    if auto:
+        if recorded is None:
+            raise UserInputError(
+                f"the run summary in {output_dir} has no 'class_names'.",
+                "pass them, e.g. --class_names \"['normal', 'pneumonia']\".",
             )
-        value = summary["class_names"]
+        value = recorded
     if isinstance(value, str) or not all(isinstance(c, str) for c in value):
         raise UserInputError(
             f"class_names must be a list of class names or 'auto', got {value!r}.",
             "e.g. --class_names \"['normal', 'abnormal']\"",
         )
+    if recorded is not None and list(value) != list(recorded):
+        raise _conflict("class_names", list(value), list(recorded), output_dir)
     return list(value)
 
 

@@ -65,6 +65,9 @@ SETTING_KEYS = (
     "val_robust_attack",
     "val_robust_steps",
     "val_robust_per_class",
+    "texture_features",
+    "texture_layers",
+    "color_features",
 )
 AUTO = "auto"
 #: values of settings that a bundle (or a caller) may leave out entirely: ``assimilation_lr`` ``None``
@@ -76,8 +79,41 @@ AT_DEFAULTS = {"adversarial_training": "none", "at_eps": 2.0, "at_steps": 5, "at
 #: robust validation (``docs/adversarial.md``, "Which checkpoint a run keeps"): the attack, its steps, and
 #: the images per class it attacks (``None``: the whole validation set)
 ROBUST_VALIDATION_DEFAULTS = {"val_robust_attack": "PGD", "val_robust_steps": 10, "val_robust_per_class": None}
+#: the network a training run builds when ``variant`` / ``backbone`` are left ``"auto"`` (also the default
+#: run folder's name, :func:`default_output_dir`), and the size of T and C (``AssimilationNet``'s defaults)
+TRAIN_DEFAULTS = {
+    "variant": "assimilated",
+    "backbone": "resnet18",
+    "texture_features": 8,
+    "texture_layers": 3,
+    "color_features": 16,
+}
 #: values of ``"auto"`` settings that do not depend on the data (the bundles' tables may override them).
-FIXED_DEFAULTS = {"alpha": 0.99, "assimilation_init": "identity", **AT_DEFAULTS, **ROBUST_VALIDATION_DEFAULTS}
+FIXED_DEFAULTS = {
+    **TRAIN_DEFAULTS,
+    "alpha": 0.99,
+    "assimilation_init": "identity",
+    **AT_DEFAULTS,
+    **ROBUST_VALIDATION_DEFAULTS,
+}
+#: settings that define the network and its preprocessing: evaluate, inference and export take them from
+#: the run's summary (``"auto"``), and an explicit value that differs from the run's is an error
+#: (:func:`monai_assim.bundle.run_setting`); ``num_classes`` is the length of the run's ``class_names``.
+NETWORK_SETTINGS = (
+    "variant",
+    "backbone",
+    "num_classes",
+    "texture_features",
+    "texture_layers",
+    "color_features",
+    "image_size",
+    "mean",
+    "std",
+)
+#: the sizes of T and C (``AssimilationNet``'s ``texture_features``, ``texture_layers``, ``color_features``)
+NETWORK_SIZES = ("texture_features", "texture_layers", "color_features")
+#: the value a run summary written before a setting existed implies for it (the value that run used).
+RECORDED_BEFORE = {k: TRAIN_DEFAULTS[k] for k in NETWORK_SIZES}
 #: settings whose ``"auto"`` follows another setting: ``select_by`` is ``"robust"`` under adversarial
 #: training and ``"clean"`` without; ``val_robust_eps`` is the training ``at_eps``.
 DERIVED_SETTINGS = {"select_by": "adversarial_training", "val_robust_eps": "at_eps"}
@@ -138,9 +174,14 @@ def default_output_dir(
 ) -> str:
     """
     ``<bundle_root>/runs/<variant>_<backbone>``, or ``<bundle_root>/runs/demo_<variant>_<backbone>``
-    when :func:`find_dataset` selects the demo set, so demo and real runs never share a folder.
+    when :func:`find_dataset` selects the demo set, so demo and real runs never share a folder; ``"auto"``
+    stands for the training default (:data:`TRAIN_DEFAULTS`: ``assimilated``, ``resnet18``).
     """
     demo = find_dataset(dataset_dir, bundle_root) is None
+    if _is_unset("variant", variant):
+        variant = TRAIN_DEFAULTS["variant"]
+    if _is_unset("backbone", backbone):
+        backbone = TRAIN_DEFAULTS["backbone"]
     return str(Path(bundle_root) / "runs" / f"{'demo_' if demo else ''}{variant}_{backbone}")
 
 
@@ -427,7 +468,7 @@ class RunSetup:
                 f"unknown backbone {out['backbone']!r}; choose one of {', '.join(BACKBONES)}.",
                 f"pass --backbone {BACKBONES[0]} (or another of {', '.join(BACKBONES)}).",
             )
-        for key in ("epochs", "batch_size", "image_size", "patience"):
+        for key in ("epochs", "batch_size", "image_size", "patience", *NETWORK_SIZES):
             out[key] = _positive_int(key, out[key])
         caps = out["max_per_class"]
         if isinstance(caps, Mapping):  # per split, e.g. {"train": 300, "validation": 50, "test": 100}
