@@ -937,3 +937,37 @@ class RunSetup:
             logger.warning(
                 f"DEMO DATA: this run trained on the synthetic demo set; see {self.output_dir / DEMO_NOTICE_FILE}"
             )
+        logger.info(self.next_steps(best_metric, metric, best_epoch, int(state.epoch)))
+
+    def next_steps(self, best_metric: Any, metric: str, best_epoch: Any, epochs: int) -> str:
+        """
+        The block that ends a training run: where the run is, its best validation metric, and the commands
+        that evaluate it, apply it to images and export it (they need only the run folder, since evaluate,
+        inference and export read the network's settings from its summary).
+        """
+
+        def shown(path: Path) -> str:
+            try:
+                return str(path.relative_to(Path.cwd()))
+            except ValueError:
+                return str(path)
+
+        out, root = shown(self.output_dir), shown(self.bundle_root)
+        best = f"{best_metric:.4f}" if isinstance(best_metric, float) else str(best_metric)
+        bar = "=" * 100
+        return "\n".join(
+            [
+                bar,
+                f"training finished{' (DEMO DATA)' if self.demo else ''}: {epochs} epochs",
+                f"  run folder: {out}",
+                f"  best {metric}: {best} (epoch {best_epoch}, checkpoints/best.pt; summary in {SUMMARY_FILE})",
+                "next steps:",
+                "  # clean and adversarial accuracy on the test split -> <run>/eval/",
+                f"  python -m monai.bundle run --config_file {root}/evaluate.json --output_dir {out}",
+                "  # class probabilities of images -> <run>/inference/predictions.csv",
+                f"  python -m monai.bundle run --config_file {root}/inference.json --output_dir {out} --input <images>",
+                "  # a stand-alone bundle in MONAI's model-zoo layout",
+                f"  python -m monai_assim.bundle export {out} exports/{self.output_dir.name}",
+                bar,
+            ]
+        )
