@@ -300,6 +300,11 @@ class RunSetup:
        data raises a :class:`~monai_assim.errors.UserInputError` listing every bad path, before any
        network is built or trained.
 
+    The output folder is an input too: it must be creatable and writable (checked, leaving nothing behind),
+    and no live run may hold it (:class:`~monai_assim.bundle.run_lock.RunLock`; the run takes the lock before
+    its first write and gives it back at the end). The data set folder and its layout are checked before
+    the ImageNet weights, so that a wrong ``dataset_dir`` is reported as such.
+
     Nothing is written into ``output_dir`` (the demo set aside) until :meth:`run` (or :meth:`start`)
     is called, after every input has been checked and the trainer built: a fresh run that fails on its
     inputs leaves no run folder, and a resume that fails on them leaves the run's files as they were.
