@@ -304,6 +304,11 @@ class RunSetup:
        data raises a :class:`~monai_assim.errors.UserInputError` listing every bad path, before any
        network is built or trained.
 
+    The output folder is an input too: it must be creatable and writable (checked, leaving nothing behind),
+    and no live run may hold it (:class:`~monai_assim.bundle.run_lock.RunLock`; the run takes the lock before
+    its first write and gives it back at the end). The data set folder and its layout are checked before
+    the ImageNet weights, so that a wrong ``dataset_dir`` is reported as such.
+
     Nothing is written into ``output_dir`` (the demo set aside) until :meth:`run` (or :meth:`start`)
     is called, after every input has been checked and the trainer built: a fresh run that fails on its
     inputs leaves no run folder, and a resume that fails on them leaves the run's files as they were.
@@ -971,3 +976,37 @@ class RunSetup:
             logger.warning(
                 f"DEMO DATA: this run trained on the synthetic demo set; see {self.output_dir / DEMO_NOTICE_FILE}"
             )
+        logger.info(self.next_steps(best_metric, metric, best_epoch, int(state.epoch)))
+
+    def next_steps(self, best_metric: Any, metric: str, best_epoch: Any, epochs: int) -> str:
+        """
+        The block that ends a training run: where the run is, its best validation metric, and the commands
+        that evaluate it, apply it to images and export it (they need only the run folder, since evaluate,
+        inference and export read the network's settings from its summary).
+        """
+
+        def shown(path: Path) -> str:
+            try:
+                return str(path.relative_to(Path.cwd()))
+            except ValueError:
+                return str(path)
+
+        out, root = shown(self.output_dir), shown(self.bundle_root)
+        best = f"{best_metric:.4f}" if isinstance(best_metric, float) else str(best_metric)
+        bar = "=" * 100
+        return "\n".join(
+            [
+                bar,
+                f"training finished{' (DEMO DATA)' if self.demo else ''}: {epochs} epochs",
+                f"  run folder: {out}",
+                f"  best {metric}: {best} (epoch {best_epoch}, checkpoints/best.pt; summary in {SUMMARY_FILE})",
+                "next steps:",
+                "  # clean and adversarial accuracy on the test split -> <run>/eval/",
+                f"  python -m monai.bundle run --config_file {root}/evaluate.json --output_dir {out}",
+                "  # class probabilities of images -> <run>/inference/predictions.csv",
+                f"  python -m monai.bundle run --config_file {root}/inference.json --output_dir {out} --input <images>",
+                "  # a stand-alone bundle in MONAI's model-zoo layout",
+                f"  python -m monai_assim.bundle export {out} exports/{self.output_dir.name}",
+                bar,
+            ]
+        )
