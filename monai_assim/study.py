@@ -115,7 +115,7 @@ RUNS: dict[str, tuple[str, float | None]] = {
 }
 
 #: the white-box attacks of the paper, drawn as curves; the headline worst case adds the strong ensemble of
-#: the study's ``attack_budget`` (APGD-CE, APGD-margin, Square; :data:`monai_assim.attacks.ATTACK_BUDGETS`)
+#: the study's ``attack_budget`` (APGD-CE, APGD-margin, Square; :data:`monai_assim.robustness.attacks.ATTACK_BUDGETS`)
 STUDY_ATTACKS: dict[str, dict[str, Any]] = {"FGSM": {}, "BIM": {}, "MIFGSM": {}, "PGD": {}}
 
 #: columns of comparison.csv; ``<name>`` stands for each run of the study
@@ -461,7 +461,7 @@ def write_aggregate(
 
 
 def write_paired(rows: Sequence[Mapping[str, Any]], output_dir: Path, title: str = "") -> tuple[Path, Path]:
-    """``paired.csv`` (every row of :func:`monai_assim.stats.paired_flips`) and ``paired.md`` (pooled rows,
+    """``paired.csv`` (every row of :func:`monai_assim.robustness.stats.paired_flips`) and ``paired.md`` (pooled rows,
     then per seed)."""
     csv_path, md_path = output_dir / "paired.csv", output_dir / "paired.md"
     columns = [
@@ -673,7 +673,7 @@ def run_study(
     timings["all_jobs_s"] = round(time.perf_counter() - t_all, 1)
 
     from monai_assim.bundle import load_run_summary
-    from monai_assim.stats import aggregate_over_seeds, paired_flips, read_per_image
+    from monai_assim.robustness.stats import aggregate_over_seeds, paired_flips, read_per_image
     from monai_assim.visualize import plot_robustness
 
     results: dict[int, dict[str, list[dict[str, Any]]]] = {}

@@ -13,8 +13,8 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import CommonKeys, IgniteInfo, min_version, optional_import
 
-from monai_assim.attack_cost import EvaluationCost, estimate_cost, format_duration
-from monai_assim.attacks import (
+from monai_assim.networks.output_map import saturation, straight_through_maps
+from monai_assim.robustness.attacks import (
     ATTACK_BUDGETS,
     DEFAULT_EPS,
     PAPER_ATTACKS,
@@ -30,8 +30,8 @@ from monai_assim.attacks import (
     parse_attacks,
     run_attack,
 )
-from monai_assim.networks.output_map import saturation, straight_through_maps
-from monai_assim.robustness_results import (
+from monai_assim.robustness.cost import EvaluationCost, estimate_cost, format_duration
+from monai_assim.robustness.results import (
     RESULT_COLUMNS,
     WORST,
     per_image_path,
@@ -169,13 +169,13 @@ class AdversarialRobustnessHandler:
     trainer in train mode); the ``training`` flag of every submodule is restored afterwards, so
     BatchNorm running statistics are never updated. Seeding: batch ``i`` of the epoch (0-based) on rank
     ``r`` of ``W`` processes uses ``seed + i * W + r`` for every attack and eps, applied by
-    :func:`monai_assim.attacks.run_attack`; the caller's random state is left unchanged.
+    :func:`monai_assim.robustness.attacks.run_attack`; the caller's random state is left unchanged.
 
     Args:
         network: the classifier, ``(B, C, H, W)`` on [0, 1] -> logits. Default: ``engine.network`` (MONAI
             workflows). DataParallel / DistributedDataParallel / torch.compile wrappers are unwrapped.
         attacks: attack names, ``(name, kwargs)`` pairs or a mapping name -> kwargs (see
-            :mod:`monai_assim.attacks`). Default :data:`DEFAULT_ATTACKS`.
+            :mod:`monai_assim.robustness.attacks`). Default :data:`DEFAULT_ATTACKS`.
         eps: the eps grid, each in [0, 1]. Default: the paper's 1/255 ... 8/255.
         attack_eps: optional attack name -> its own eps grid, for attacks too costly to run on the whole
             grid (e.g. ``{"Square": [4 / 255, 8 / 255]}``); the other attacks use ``eps``. An entry for
@@ -201,7 +201,7 @@ class AdversarialRobustnessHandler:
             ``engine.state.batch`` (a dict, or a sequence ``(images, labels, ...)``).
         image_key: key of the images. label_key: key of the labels.
         progress: show a tqdm bar over batches x attacks (rank 0 only). Whatever its value, rank 0 logs
-            (INFO) the cost of the plan before the first attack (:func:`monai_assim.attack_cost.estimate_cost`),
+            (INFO) the cost of the plan before the first attack (:func:`monai_assim.robustness.cost.estimate_cost`),
             the estimated time of the whole evaluation after the first batch, and one line per attack and
             eps as it starts (``"attack PGD eps 2/255 (3/33), batch 4/10"``).
         save_rank: the rank that writes files under DDP.
@@ -219,7 +219,7 @@ class AdversarialRobustnessHandler:
             JSON ``"structure"``).
         structure_check_kwargs: torchattacks APGD keyword arguments of the larger-budget check; default
             :data:`DEFAULT_STRONG_APGD` (CE, 50 steps, 3 restarts).
-        attack_budget: ``None`` or ``"none"`` (no ensemble), or a budget of :data:`monai_assim.attacks.ATTACK_BUDGETS`
+        attack_budget: ``None`` or ``"none"`` (no ensemble), or a budget of :data:`monai_assim.robustness.attacks.ATTACK_BUDGETS`
             (``"quick"``, ``"standard"``, ``"thorough"``): its strong ensemble (APGD-CE, APGD-margin, Square)
             runs at each eps of ``ensemble_eps`` after the grid attacks, AutoAttack's way: each member only on
             the images every attack before it at that eps (grid attacks and earlier members) left correct,
@@ -228,13 +228,13 @@ class AdversarialRobustnessHandler:
             accuracy. ``"quick"`` figures are upper bounds, and the report says so.
         ensemble_eps: the eps values of the ensemble; default ``eps``.
         convergence_check: with ``attack_budget``, run the gradient members of the next larger budget
-            (:func:`monai_assim.attacks.convergence_members`) on the images the worst case left correct (role
+            (:func:`monai_assim.robustness.attacks.convergence_members`) on the images the worst case left correct (role
             ``"check_convergence"``, cumulative like the ensemble); where they lower the worst case by more
             than ``convergence_tolerance`` the report says the budget has not converged and names the one to use.
         convergence_tolerance: the accuracy drop the convergence check accepts.
 
     Per-image results: with ``output_dir``, ``<output_dir>/<file_prefix>_per_image.csv`` in long format
-    (:data:`~monai_assim.robustness_results.PER_IMAGE_COLUMNS`): one row per sample and result (clean,
+    (:data:`~monai_assim.robustness.results.PER_IMAGE_COLUMNS`): one row per sample and result (clean,
     each attack and eps and check, the worst case per eps), ``sample`` the running index in evaluation
     order (under DDP: rank 0's samples, then rank 1's, ...), ``image`` the file name from the batch's
     MetaTensor meta ``filename_or_obj`` where there is one, else ``""``.
@@ -450,7 +450,7 @@ class AdversarialRobustnessHandler:
         return [p for p in self._plan() if p[0] != "check_bpda" or has_clamps]
 
     def _log_cost(self, engine: Engine) -> None:
-        """Log the passes the plan costs (:func:`~monai_assim.attack_cost.estimate_cost`) before any attack."""
+        """Log the passes the plan costs (:func:`~monai_assim.robustness.cost.estimate_cost`) before any attack."""
         net = self.network if self.network is not None else getattr(engine, "network", None)
         net = unwrap_module(net) if isinstance(net, torch.nn.Module) else None
         has_clamps = net is not None and any(hasattr(m, "straight_through_map") for m in net.modules())

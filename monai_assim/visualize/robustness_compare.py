@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_assim.errors import MissingInputError, UserInputError
-from monai_assim.robustness_results import load_robustness_rows
+from monai_assim.robustness.results import load_robustness_rows
 from monai_assim.utils import atomic_write_csv, atomic_write_text
 from monai_assim.visualize.robustness_plot import plot_robustness
 
