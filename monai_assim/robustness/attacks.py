@@ -36,6 +36,7 @@ from monai_assim.errors import UserInputError
 __all__ = [
     "ATTACK_BUDGETS",
     "APGDMargin",
+    "BLACK_BOX_ATTACKS",
     "attack_budget",
     "convergence_members",
     "describe_attack",
@@ -51,6 +52,7 @@ __all__ = [
     "check_eps",
     "check_num_classes",
     "build_eps_grouped_attack",
+    "is_black_box",
     "is_eps_groupable",
     "margin_loss",
     "min_classes",
@@ -108,6 +110,10 @@ SUPPORTED_ATTACKS: dict[str, type] = {
     "Square": torchattacks.Square,
 }
 """Supported attack names (matched case-insensitively) and their torchattacks classes."""
+
+BLACK_BOX_ATTACKS: tuple[str, ...] = ("Square",)
+"""Attacks that use only the model's outputs: no gradient, so the straight-through (BPDA) rerun does not
+apply to them, and they check the white-box ones for gradient masking."""
 
 ENSEMBLES: dict[str, dict[str, dict[str, Any]]] = {
     "autoattack-binary": {
@@ -172,7 +178,7 @@ def convergence_members(budget: str) -> dict[str, dict[str, Any]]:
             for name, kw in attack_budget(key).items()
             if "steps" in kw
         }
-    return {name: kw for name, kw in members.items() if name != "Square"}
+    return {name: kw for name, kw in members.items() if not is_black_box(name)}
 
 
 def describe_attack(name: str, kwargs: Mapping[str, Any] | None = None) -> str:
@@ -209,6 +215,11 @@ DEFAULT_EPS: tuple[float, ...] = tuple(k / 255 for k in range(1, 9))
 _STEPPED = ("BIM", "MIFGSM", "PGD")
 _DEFAULT_STEPS = 10
 _DEFAULT_ALPHA_RATIO = 2.5
+
+
+def is_black_box(name: str) -> bool:
+    """Whether attack ``name`` is one of :data:`BLACK_BOX_ATTACKS` (case-insensitive)."""
+    return canonical_attack_name(name) in BLACK_BOX_ATTACKS
 
 
 def canonical_attack_name(name: str) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from monai_assim.robustness.attacks import build_attack, canonical_attack_name
+from monai_assim.robustness.plan import EvaluationPlan
 
 __all__ = ["AttackCost", "EvaluationCost", "attack_passes", "estimate_cost", "format_duration"]
 
@@ -162,23 +163,31 @@ def attack_passes(
 
 
 def estimate_cost(
-    plan: Iterable[Sequence[Any]], n_images: int | None = None, num_classes: int | None = 2
+    plan: EvaluationPlan | Iterable[Sequence[Any]],
+    n_images: int | None = None,
+    num_classes: int | None = 2,
+    has_output_maps: bool = True,
 ) -> EvaluationCost:
     """
     Count the passes a plan of attacks costs before running it.
 
     Args:
-        plan: entries ``(role, attack, kwargs, eps_values)`` (or ``(attack, kwargs, eps_values)``, role
+        plan: an :class:`~monai_assim.robustness.plan.EvaluationPlan` (the runs it crafts, see
+            ``has_output_maps``), or entries ``(role, attack, kwargs, eps_values)`` (or ``(attack, kwargs, eps_values)``, role
             ``"attack"``), e.g. FGSM on the eps grid, the large-eps PGD check, the structure checks; an
             entry whose results are reused rather than recomputed does not belong in the plan.
             ``eps_values`` may be a flat sequence of eps or a sequence of eps groups (tuples), as the
             handler crafts them; grouping does not change the passes per image and eps.
         n_images: images evaluated; None gives the per-image counts only.
         num_classes: classes of the model.
+        has_output_maps: with a plan: whether the network has T and C output maps (without them the
+            straight-through check reuses the plain attacks and costs nothing).
 
     Returns:
         an :class:`EvaluationCost`; ``.lines()`` formats it.
     """
+    if isinstance(plan, EvaluationPlan):
+        plan = plan.crafted_runs(has_output_maps)
     entries = []
     for item in plan:
         role, name, kwargs, eps_values = item if len(item) == 4 else ("attack", *item)

@@ -8,6 +8,8 @@ and the study read back:
   ``<prefix>.csv`` and ``<prefix>.json`` by :func:`write_results`, read by :func:`load_robustness_rows`;
 - per-image rows, long format, columns :data:`PER_IMAGE_COLUMNS`, written to ``<prefix>_per_image.csv``
   by :func:`write_per_image`, read by :func:`load_per_image_rows`;
+- the one key of a result row, :func:`row_key` ``(attack, eps_255, role)``, which the comparisons, the
+  statistics over seeds and the paired tests all use, and the one constructor of a row, :func:`result_row`;
 - the worst case over attacks, :func:`worst_case_correct`: an image counts as robust at eps only when it
   is classified correctly under EVERY attack run at that eps (a per-image AND), as AutoAttack reports.
 
@@ -32,9 +34,12 @@ __all__ = [
     "PER_IMAGE_COLUMNS",
     "RESULT_COLUMNS",
     "WORST",
+    "eps_tag",
     "load_per_image_rows",
     "load_robustness_rows",
     "per_image_path",
+    "result_row",
+    "row_key",
     "worst_case_correct",
     "write_per_image",
     "write_results",
@@ -68,6 +73,48 @@ WORST = "worst"
 """Attack name of the worst-case rows."""
 
 _NUMERIC = ("eps", "eps_255", "n", "n_clean_correct", "n_correct", "accuracy", "n_success", "success_rate", "seconds")
+
+
+def eps_tag(eps: float) -> str:
+    """``eps`` in units of 1/255, as used in metric names and reports: 8/255 -> ``"8"``, 0.5/255 -> ``"0.5"``."""
+    return f"{round(eps * 255, 4):g}"
+
+
+def row_key(row: Mapping[str, Any]) -> tuple[str, float, str]:
+    """
+    ``(attack, eps_255, role)``: what identifies a result row (summary or per-image) across runs and seeds.
+    ``eps_255`` is rounded to 4 decimals; a row without it takes ``eps * 255``; a row without a role is an
+    ``"attack"`` row (files written before roles).
+    """
+    eps_255 = row.get("eps_255")
+    if eps_255 is None or eps_255 == "" or (isinstance(eps_255, float) and math.isnan(eps_255)):
+        eps_255 = float(row["eps"]) * 255
+    return str(row["attack"]), round(float(eps_255), 4), str(row.get("role") or "attack")
+
+
+def result_row(
+    attack: str,
+    eps: float,
+    role: str,
+    counts: Sequence[int],
+    seconds: float,
+    variant: str,
+    seed: int,
+    epoch: int,
+) -> dict[str, Any]:
+    """
+    One summary row (columns :data:`RESULT_COLUMNS`) from ``counts = (n, n_clean_correct, n_correct,
+    n_success)``: accuracy ``n_correct / n``, success rate ``n_success / n_clean_correct`` (NaN when a
+    denominator is 0).
+    """
+    n, n_clean_correct, n_correct, n_success = (int(c) for c in counts)
+
+    def ratio(a: int, b: int) -> float:
+        return a / b if b > 0 else float("nan")
+
+    values = (attack, eps, round(eps * 255, 4), role, n, n_clean_correct, n_correct, ratio(n_correct, n))
+    values += (n_success, ratio(n_success, n_clean_correct), seconds, variant, seed, epoch)
+    return dict(zip(RESULT_COLUMNS, values))
 
 
 def _nan_to(value: Any, missing: Any) -> Any:
