@@ -21,6 +21,15 @@ from monai_assim.robustness.attacks import (
     parse_attacks,
     run_attack,
 )
+from monai_assim.robustness.compare import (
+    COMPARE_COLUMNS,
+    COMPARISON_COLUMNS,
+    compare_results,
+    compare_runs,
+    comparison_rows,
+    paired_flips,
+    read_per_image,
+)
 from monai_assim.robustness.cost import EvaluationCost, estimate_cost, format_duration
 from monai_assim.robustness.evaluation import Tally, evaluate, evaluate_batch, finish, images_and_labels
 from monai_assim.robustness.plan import (
@@ -43,7 +52,7 @@ from monai_assim.robustness.results import (
     write_per_image,
     write_results,
 )
-from monai_assim.robustness.stats import aggregate_over_seeds, mcnemar_exact, paired_flips, read_per_image
+from monai_assim.robustness.stats import aggregate_over_seeds, mcnemar_exact, mean_over_seeds
 
 __all__ = [
     "aggregate_over_seeds",
@@ -55,6 +64,11 @@ __all__ = [
     "build_plan",
     "canonical_attack_name",
     "check_eps",
+    "COMPARE_COLUMNS",
+    "compare_results",
+    "compare_runs",
+    "COMPARISON_COLUMNS",
+    "comparison_rows",
     "convergence_members",
     "DEFAULT_ATTACKS",
     "DEFAULT_EPS",
@@ -72,6 +86,7 @@ __all__ = [
     "load_per_image_rows",
     "load_robustness_rows",
     "mcnemar_exact",
+    "mean_over_seeds",
     "paired_flips",
     "PAPER_ATTACKS",
     "parse_attacks",
