@@ -127,3 +127,21 @@ def test_old_import_paths_and_one_distributed_api():
         assert "idist" not in text and "ignite.distributed" not in text, path  # torch.distributed only
         if path.parent.name == "robustness":
             assert "import ignite" not in text and "from ignite" not in text, path  # usable without Ignite
+
+
+def test_evaluate_seeds_batch_i_with_seed_plus_i(monkeypatch):
+    """The documented seeding rule, without an engine: batch i (one process) is attacked with seed + i."""
+    from monai_assim.robustness import evaluation
+
+    seeds = []
+    real = evaluation.run_attack
+
+    def spy(attack, images, labels, seed):
+        seeds.append(seed)
+        return real(attack, images, labels, seed)
+
+    monkeypatch.setattr(evaluation, "run_attack", spy)
+    x, y = synthetic_data(12, seed=2)
+    plan = build_plan({"PGD": {"steps": 1}}, eps=(2 / 255,), check_eps=None)
+    evaluate(trained_tiny_net(), [(x[i : i + 4], y[i : i + 4]) for i in range(0, 12, 4)], plan, seed=7)
+    assert seeds == [7, 8, 9]
