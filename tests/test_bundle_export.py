@@ -400,3 +400,28 @@ def test_exported_metadata_names_the_headline(tmp_path):
     meta = _robustness_meta({"selection": {"rule": "the robust rule"}}, results)
     assert meta["attack_budget"] == "standard" and meta["upper_bound"] is False
     assert meta["attacks"]["ensemble"]["APGD"]["steps"] == 100 and meta["selection"] == "the robust rule"
+
+
+def test_exported_metadata_types_logits_and_names_the_attacks(tmp_path):
+    """
+    Issue 27, item 7: the exported output is typed as the logits the network returns, eval_metrics holds the
+    worst case per eps as flat numbers, and "robustness" names threat model, attacks and selection rule, also
+    for an evaluation without the strong ensemble.
+    """
+    from monai_assim.bundle.export import _metadata
+
+    summary = {
+        "modality": MODALITY,
+        "settings": {"variant": "assimilated", "backbone": "resnet18", "image_size": 32},
+        "selection": {"rule": "the clean rule"},
+    }
+    rows = [{"role": "attack", "attack": "FGSM", "eps_255": 2.0, "accuracy": 0.6},
+            {"role": "attack", "attack": "PGD", "eps_255": 2.0, "accuracy": 0.5},
+            {"role": "worst", "attack": "worst", "eps_255": 2.0, "accuracy": 0.4}]  # fmt: skip
+    results = {"clean_accuracy": 0.9, "n": 10, "rows": rows, "headline": {}}
+    meta = _metadata(summary, tmp_path, "m", results, {})
+    assert meta["network_data_format"]["outputs"]["pred"]["type"] == "logits"
+    assert meta["eval_metrics"] == {"accuracy": 0.9, "worst_case_accuracy_eps2": 0.4}
+    robustness = meta["robustness"]
+    assert "L-inf" in robustness["threat_model"] and robustness["selection"] == "the clean rule"
+    assert robustness["attacks"] == {"grid": ["FGSM", "PGD"], "ensemble": None} and robustness["upper_bound"] is True

@@ -285,6 +285,9 @@ def test_class_names_from_the_run_summary(tmp_path):
 
     (tmp_path / "run_summary.json").write_text(json.dumps({"class_names": ["no tumour", "tumour"]}))
     assert run_class_names("auto", tmp_path) == ["no tumour", "tumour"]
-    assert run_class_names(["x", "y"], tmp_path) == ["x", "y"]
+    assert run_class_names(["no tumour", "tumour"], tmp_path) == ["no tumour", "tumour"]
+    with pytest.raises(ValueError, match=r"--class_names \['x', 'y'\] conflicts with the run's class_names"):
+        run_class_names(["x", "y"], tmp_path)  # issue 27, item 1: the run's class names, or an error
+    assert run_class_names(["x", "y"], tmp_path / "elsewhere") == ["x", "y"]  # no run to compare with
     config = json.loads((REPO / INFERENCE).read_text())
     assert config["class_names"] == "auto"  # a top-level key an exported bundle can set

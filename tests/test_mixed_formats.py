@@ -94,7 +94,14 @@ def test_inference_batches_mixed_formats(mixed):
 def _fake_run(run: Path, images: list[Path]) -> Path:
     """A training run folder as evaluate/inference read it: summary and split lists (labels alternate)."""
     (run / "datalists").mkdir(parents=True)
-    settings = {"image_size": list(SHAPE), "mean": None, "std": None}
+    settings = {
+        "image_size": list(SHAPE),
+        "mean": None,
+        "std": None,
+        "variant": "assimilated",
+        "backbone": "mobilenet_v2",
+        "assimilation_map": "sigmoid",
+    }
     (run / "run_summary.json").write_text(json.dumps({"settings": settings, "class_names": ["normal", "abnormal"]}))
     test = [{"image": str(p), "label": i % 2} for i, p in enumerate(images)]
     (run / "datalists" / "splits.json").write_text(json.dumps({"train": [], "validation": [], "test": test}))

@@ -159,8 +159,9 @@ def test_auto_settings_logged_and_recorded(tiny_train, caplog):
         assert repr(value) in lines[key], lines[key]
     auto = {k for k, line in lines.items() if "'auto'" in line}
     assert {"image_size", "batch_size", "epochs", "learning_rate", "patience"} <= auto
-    assert not auto & {"backbone", "pretrained", "variant", "num_workers"}  # given explicitly
+    assert not auto & {"backbone", "pretrained", "num_workers"}  # given explicitly
     assert "FIXED_DEFAULTS" in lines["alpha"] and "real_data_defaults" in lines["epochs"]
+    assert "FIXED_DEFAULTS" in lines["variant"] and setup.settings["variant"] == "assimilated"  # "auto" in train.json
     assert tuple(parser.get_parsed_content("spatial_size")) == (28, 28)
 
     setup.start()  # builds the split lists and writes the summary
@@ -176,7 +177,9 @@ def test_run_setting_auto_logged_for_evaluation(tmp_path, caplog):
         for config in ("evaluate.json", "inference.json"):
             parser = parse(config, output_dir=str(tmp_path))
             assert tuple(parser.get_parsed_content("spatial_size")) == (40, 40)
-        assert run_setting("auto", tmp_path, "mean") == 0.5 and run_setting(0.25, tmp_path, "mean") == 0.25
+        assert run_setting("auto", tmp_path, "mean") == 0.5 and run_setting(0.5, tmp_path, "mean") == 0.5
+        with pytest.raises(ValueError, match=r"--mean 0.25 conflicts with the run's mean 0.5"):
+            run_setting(0.25, tmp_path, "mean")
     messages = [r.getMessage() for r in caplog.records]
     assert sum("image_size = 40" in m and "'auto'" in m and "run_summary.json" in m for m in messages) == 2
     assert sum("mean = 0.5" in m for m in messages) == 1  # an explicit value is not announced as 'auto'

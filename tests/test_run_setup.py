@@ -72,6 +72,7 @@ def run(tmp_path, data) -> Path:
     out = tmp_path / "run"
     first = setup(out, data, mean=0.5, std=0.5)
     first.start()
+    first.release_folder()  # the first session's process has ended
     (out / "checkpoints").mkdir()
     torch.save({"epoch": 1}, out / "checkpoints" / "last.pt")
     return out
@@ -329,6 +330,7 @@ def test_resume_keeps_the_epoch_records_up_to_the_checkpoint(tmp_path, data):
     for epoch in (1, 2):  # epoch 2 validated, then the process was killed before last.pt of epoch 2
         first.record_epoch({"epoch": epoch, "val_acc": 0.5 + epoch / 10, "val_robust_acc": 0.1})
     assert [e["epoch"] for e in json.loads((out / "run_summary.json").read_text())["epochs"]] == [1, 2]
+    first.release_folder()  # the killed process no longer holds the folder
     (out / "checkpoints").mkdir()
     torch.save({"epoch": 1}, out / "checkpoints" / "last.pt")
     resumed = setup(out, data, resume=True)

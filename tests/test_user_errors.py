@@ -35,7 +35,7 @@ def run_dir(tmp_path_factory) -> Path:
             {"train": [], "validation": [], "test": [{"image": f, "label": i % 2} for i, f in enumerate(images)]}
         )
     )
-    settings = {"image_size": 32, "mean": None, "std": None}
+    settings = {"image_size": 32, "mean": None, "std": None, "variant": "assimilated", "backbone": "mobilenet_v2"}
     (run / "run_summary.json").write_text(json.dumps({"settings": settings, "class_names": ["normal", "pneumonia"]}))
     net = AssimilationNet("mobilenet_v2", 2, pretrained="none")
     torch.save({"network": net.state_dict()}, run / "checkpoints" / "best.pt")
@@ -85,3 +85,19 @@ def test_debug_option_in_inference(run_dir, tmp_path):
     proc = _run("inference.json", ["--output_dir", str(run_dir), "--input", "/no/such/folder"], tmp_path, debug=True)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
     assert "input /no/such/folder does not exist" in _tail(proc.stderr)
+
+
+@pytest.mark.slow
+def test_truncated_checkpoint_ends_stderr(run_dir, tmp_path):
+    """Issue 27, item 2: evaluate.json with best.pt cut to 5 kB ends with the file, 'unreadable' and the hint."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    best = run / "checkpoints" / "best.pt"
+    best.write_bytes(best.read_bytes()[:5000])
+    proc = _run("evaluate.json", ["--output_dir", str(run), "--backbone", "mobilenet_v2"], tmp_path)
+    tail = _tail(proc.stderr)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"checkpoint {best} is unreadable (truncated or corrupt?)" in tail, tail
+    assert "Hint: pass --checkpoint last" in tail and "retrain" in tail

@@ -3,7 +3,16 @@
 from monai_assim.errors import install_excepthook
 
 from .export import bundle_file, export_bundle, labelled_images
-from .run_files import checkpoint_path, list_images, load_datalist, load_run_summary, run_class_names, run_setting
+from .run_files import (
+    check_checkpoint,
+    check_writable_dir,
+    checkpoint_path,
+    list_images,
+    load_datalist,
+    load_run_summary,
+    run_class_names,
+    run_setting,
+)
 from .run_setup import DEMO_NOTICE_FILE, SUMMARY_FILE, RunSetup, default_output_dir, find_dataset
 
 install_excepthook()  # user errors of a bundle command end stderr with their message and hint
@@ -13,6 +22,8 @@ __all__ = [
     "SUMMARY_FILE",
     "RunSetup",
     "bundle_file",
+    "check_checkpoint",
+    "check_writable_dir",
     "checkpoint_path",
     "default_output_dir",
     "export_bundle",

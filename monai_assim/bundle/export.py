@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from monai_assim.bundle.run_files import checkpoint_path, load_run_summary
+from monai_assim.bundle.run_files import checkpoint_path, load_run_summary, recorded_setting
 from monai_assim.bundle.run_setup import DEMO_NOTICE_FILE
 from monai_assim.data.layouts import get_layout
 from monai_assim.errors import MissingInputError, UserInputError
@@ -57,8 +57,16 @@ EXPORT_VERSION = "0.1.0"
 #: where an exported config finds its weights.
 MODEL_PATH_EXPR = "$monai_assim.bundle.bundle_file(@bundle_root, 'models', 'model.pt')"
 #: expressions that read a training run's folder; none may be left in an exported config.
-RUN_FOLDER_CALLS = ("run_setting", "checkpoint_path", "load_datalist", "load_run_summary", "default_output_dir")
+RUN_FOLDER_CALLS = (
+    "run_setting",
+    "run_class_names",
+    "checkpoint_path",
+    "load_datalist",
+    "load_run_summary",
+    "default_output_dir",
+)
 _RUN_SETTING = re.compile(r"monai_assim\.bundle\.run_setting\(\s*@(\w+)\s*,\s*@output_dir\s*,\s*['\"]\w+['\"]\s*\)")
+_RUN_CLASS_NAMES = re.compile(r"monai_assim\.bundle\.run_class_names\(\s*@(\w+)\s*,\s*@output_dir\s*\)")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -103,9 +111,12 @@ def _class_names(summary: Mapping[str, Any]) -> list[str]:
 
 
 def _resolve_run_settings(value: Any) -> Any:
-    """``value`` with every ``run_setting(@key, @output_dir, 'key')`` call replaced by ``@key``."""
+    """
+    ``value`` with every ``run_setting(@key, @output_dir, 'key')`` and ``run_class_names(@key, @output_dir)``
+    call replaced by ``@key``.
+    """
     if isinstance(value, str):
-        new = _RUN_SETTING.sub(r"@\1", value)
+        new = _RUN_CLASS_NAMES.sub(r"@\1", _RUN_SETTING.sub(r"@\1", value))
         if re.fullmatch(r"\$@[\w#]+", new):  # "$@mean" -> "@mean"
             new = new[1:]
         return new
@@ -148,8 +159,8 @@ def exported_config(name: str, summary: Mapping[str, Any], note: str = "") -> di
     """
     The exported bundle's ``name`` config (``"inference.json"`` or ``"evaluate.json"``), built from the
     current template ``bundles/common/<name>``: ``MODALITY`` replaced by the run's modality, ``bundle_root``
-    ``"."``, the run's resolved settings (image size, normalisation, backbone, variant, class names) as
-    literal values, the weights at ``<bundle_root>/models/model.pt``, and the keys that pointed into the
+    ``"."``, the run's resolved settings (image size, normalisation, backbone, variant, class count and
+    names, sizes of T and C) as literal values, the weights at ``<bundle_root>/models/model.pt``, and the keys that pointed into the
     run folder replaced: outputs under ``--output_dir`` (default: the working directory), the images
     from ``--input`` (inference) or ``--dataset_dir`` (evaluate, every image of a labelled data set).
 
@@ -172,12 +183,10 @@ def exported_config(name: str, summary: Mapping[str, Any], note: str = "") -> di
     overrides: dict[str, Any] = {"bundle_root": ".", "output_dir": "."}
     for key in ("image_size", "mean", "std", "backbone", "variant"):
         overrides[key] = settings[key]
-    from monai_assim.bundle.run_setup import RECORDED_BEFORE
-
-    settings = {**RECORDED_BEFORE, **settings}  # a run older than a setting had its earlier value
-    for key, value in settings.items():  # any other setting the template leaves to the run
-        if isinstance(config.get(key), str) and config[key].lower() == "auto":
-            overrides[key] = value
+    special = ("input", "dataset_dir", "class_names")
+    for key, value in config.items():  # any other setting the template leaves to the run
+        if key not in special and isinstance(value, str) and value.lower() == "auto":
+            overrides[key] = recorded_setting(summary, key, settings.get(key, "auto"))
     if "class_names" in config:
         overrides["class_names"] = class_names
     if "num_classes" in config:
@@ -255,6 +264,9 @@ def _eval_metrics(results: Mapping[str, Any]) -> dict[str, float]:
 def _robustness_meta(summary: Mapping[str, Any], results: Mapping[str, Any]) -> dict[str, Any]:
     """The threat model, the attacks and budget behind ``eval_metrics``, and how the weights were chosen."""
     headline = dict(results.get("headline") or {})
+    grid = headline.get("grid_attacks") or sorted(
+        {str(r["attack"]) for r in results.get("rows", []) if r.get("role") == "attack" and r.get("attack")}
+    )
     return {
         "threat_model": "L-inf perturbations of the grey input in [0, 1] pixel space, eps in units of 1/255, "
         "attacks through the whole network (texture and colour modules, normalisation, backbone)",
@@ -263,7 +275,7 @@ def _robustness_meta(summary: Mapping[str, Any], results: Mapping[str, Any]) -> 
         "attack_budget": headline.get("budget"),
         "upper_bound": bool(headline.get("upper_bound", not headline)),
         "single_class": bool(results.get("single_class")),
-        "attacks": {"grid": headline.get("grid_attacks"), "ensemble": headline.get("ensemble")} if headline else None,
+        "attacks": {"grid": grid or None, "ensemble": headline.get("ensemble")} if results else None,
         "selection": (summary.get("selection") or {}).get("rule"),
     }
 
@@ -361,6 +373,8 @@ def _metadata(
         )
     fmt = meta["network_data_format"]
     fmt["inputs"]["image"]["spatial_shape"] = [size, size]
+    # the network returns logits (the configs' postprocessing applies the softmax)
+    fmt["outputs"]["pred"]["type"] = "logits"
     fmt["outputs"]["pred"]["num_channels"] = len(class_names)
     fmt["outputs"]["pred"]["channel_def"] = {str(i): c for i, c in enumerate(class_names)}
     meta["image_classes"] = f"single channel grey image, intensity scaled to [0, 1], resized to {size} x {size}"

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,13 @@ from monai_assim.errors import MissingInputError, UserInputError
 
 __all__ = [
     "CHECKPOINT_NAMES",
+    "check_checkpoint",
+    "check_writable_dir",
     "checkpoint_path",
     "list_images",
     "load_datalist",
     "load_run_summary",
+    "recorded_setting",
     "run_class_names",
     "run_setting",
 ]
@@ -36,6 +40,46 @@ def _no_run(output_dir: Path, what: Path) -> MissingInputError:
     )
 
 
+def check_writable_dir(path: str | os.PathLike, option: str = "--output_dir") -> str:
+    """
+    Check that the folder ``path`` can be created (where absent) and written, and return ``str(path)``
+    (for a config expression): the missing folders are made, a probe file is written and removed, and the folders made
+    are removed again, so that the check leaves nothing behind (a fresh run that fails on its inputs
+    leaves no run folder). Trying is the only reliable test (permissions, read-only mounts, ``/proc``).
+
+    Raises:
+        UserInputError: naming the folder and why it cannot be written, with a hint naming ``option``.
+    """
+    folder = Path(path).expanduser().absolute()
+    created: list[Path] = []
+    try:
+        missing, existing = [], folder
+        while not existing.exists():
+            missing.append(existing)
+            existing = existing.parent
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file, not a folder")
+        for sub in reversed(missing):
+            sub.mkdir()
+            created.append(sub)
+        fd, probe = tempfile.mkstemp(prefix=".write_check_", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        reason = f"{e.strerror}: {e.filename}" if e.strerror and e.filename else str(e)
+        raise UserInputError(
+            f"output folder {folder} cannot be created or written ({reason}).",
+            f"pass {option} <a folder you can write to>, or make {folder} writable.",
+        ) from e
+    finally:
+        for sub in reversed(created):
+            try:
+                sub.rmdir()
+            except OSError:
+                pass
+    return str(path)
+
+
 def load_run_summary(output_dir: str | os.PathLike) -> dict[str, Any]:
     """The ``run_summary.json`` a training run wrote to ``output_dir``."""
     output_dir = Path(output_dir)
@@ -45,42 +89,98 @@ def load_run_summary(output_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+_MISSING = object()
+
+
+def recorded_setting(summary: Mapping[str, Any], key: str, default: Any = _MISSING) -> Any:
+    """
+    The setting ``key`` a run summary records: its ``"settings"`` entry; ``num_classes`` is the number of its
+    ``class_names``; a setting the summary lacks because it was written before the setting existed takes the
+    value such runs used (:data:`~monai_assim.bundle.run_setup.RECORDED_BEFORE`).
+
+    Raises:
+        KeyError: the summary records no value of ``key`` (and ``default`` is not given).
+    """
+
+    settings = summary.get("settings") or {}
+    if key in settings:
+        return settings[key]
+    if key == "num_classes" and summary.get("class_names"):
+        return len(summary["class_names"])
+    if key in RECORDED_BEFORE:
+        return RECORDED_BEFORE[key]
+    if default is not _MISSING:
+        return default
+    raise KeyError(key)
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else repr(value)
+
+
+def _conflict(key: str, value: Any, recorded: Any, output_dir: str | os.PathLike) -> UserInputError:
+    return UserInputError(
+        f"--{key} {_shown(value)} conflicts with the run's {key} {_shown(recorded)} "
+        f"({Path(output_dir) / SUMMARY_FILE}).",
+        f"leave --{key} out to use the run's, or pass the --output_dir of a run trained with {key} {_shown(value)}.",
+    )
+
+
 def run_setting(value: Any, output_dir: str | os.PathLike, key: str) -> Any:
     """
-    ``value``, or, when it is ``"auto"``, the setting ``key`` the training run in ``output_dir`` used
-    (logged, so that the log shows every value an ``"auto"`` became); for a run whose summary predates the
-    setting, its value then (:data:`~monai_assim.bundle.run_setup.RECORDED_BEFORE`).
+    A setting of the network or its preprocessing (variant, backbone, class count, sizes of T and C, image
+    size, mean, std) for evaluate and inference: when ``value`` is ``"auto"``, the value the training run in
+    ``output_dir`` recorded (:func:`recorded_setting`; logged, so that the log shows every value an ``"auto"``
+    became); an explicit ``value`` must equal the recorded one.
+
+    Raises:
+        UserInputError: an explicit ``value`` differs from the run's (the message names both), or the run
+            records no ``key`` and ``value`` is ``"auto"``.
     """
-    if isinstance(value, str) and value.lower() == "auto":
-        settings = load_run_summary(output_dir)["settings"]
-        if key not in settings and key in RECORDED_BEFORE:  # a run older than the setting
-            logger.info(f"setting {key} = {RECORDED_BEFORE[key]!r}   ('auto': the run predates the setting)")
-            return RECORDED_BEFORE[key]
-        if key not in settings:
-            raise KeyError(f"the run summary in {output_dir} has no setting {key!r}.")
-        logger.info(f"setting {key} = {settings[key]!r}   ('auto': from {Path(output_dir) / SUMMARY_FILE})")
-        return settings[key]
+    from monai_assim.bundle.run_setup import _same
+
+    auto = isinstance(value, str) and value.lower() == "auto"
+    path = Path(output_dir) / SUMMARY_FILE
+    if not auto and not path.is_file():
+        return value  # nothing to compare with (the errors of a missing run come from the run's files)
+    try:
+        recorded = recorded_setting(load_run_summary(output_dir), key)
+    except KeyError:
+        if not auto:
+            return value
+        raise UserInputError(f"the run summary {path} records no setting {key!r}.", f"pass --{key} <value>.") from None
+    if auto:
+        logger.info(f"setting {key} = {recorded!r}   ('auto': from {path})")
+        return recorded
+    if not _same(value, recorded):
+        raise _conflict(key, value, recorded, output_dir)
     return value
 
 
 def run_class_names(value: Any, output_dir: str | os.PathLike) -> list[str]:
     """
     ``value`` (a list of class names, in the order of the network's outputs), or, when it is ``"auto"``,
-    the ``class_names`` the training run in ``output_dir`` recorded in its summary.
+    the ``class_names`` the training run in ``output_dir`` recorded in its summary; explicit names must be
+    the run's (an error names both lists).
     """
-    if isinstance(value, str) and value.lower() == "auto":
-        summary = load_run_summary(output_dir)
-        if "class_names" not in summary:
-            raise KeyError(
-                f"the run summary in {output_dir} has no 'class_names'; pass them, e.g. "
-                "--class_names \"['normal', 'pneumonia']\"."
+    auto = isinstance(value, str) and value.lower() == "auto"
+    recorded = None
+    if auto or (Path(output_dir) / SUMMARY_FILE).is_file():
+        recorded = load_run_summary(output_dir).get("class_names")
+    if auto:
+        if recorded is None:
+            raise UserInputError(
+                f"the run summary in {output_dir} has no 'class_names'.",
+                "pass them, e.g. --class_names \"['normal', 'pneumonia']\".",
             )
-        value = summary["class_names"]
+        value = recorded
     if isinstance(value, str) or not all(isinstance(c, str) for c in value):
         raise UserInputError(
             f"class_names must be a list of class names or 'auto', got {value!r}.",
             "e.g. --class_names \"['normal', 'abnormal']\"",
         )
+    if recorded is not None and list(value) != list(recorded):
+        raise _conflict("class_names", list(value), list(recorded), output_dir)
     return list(value)
 
 
@@ -96,6 +196,33 @@ def load_datalist(output_dir: str | os.PathLike, split: str = "test") -> list[di
     return [{"image": d["image"], "label": int(d["label"])} for d in doc[split]]
 
 
+def check_checkpoint(path: str | os.PathLike, hint: str | None = None) -> str:
+    """
+    Check that the checkpoint file ``path`` can be read (``torch.load(..., weights_only=True)``, as MONAI's
+    ``CheckpointLoader`` reads it) and return ``str(path)``; the whole file is read once.
+
+    Raises:
+        UserInputError: naming the file and saying that it is unreadable (truncated or corrupt), with the
+            reader's first line of error; the hint (default) points at the run's other checkpoint or a retrain.
+    """
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (zip reader, unpickler, OS errors: all mean "cannot be read")
+        reason = (str(e).strip().splitlines() or [""])[0]
+        if hint is None:
+            other = "best" if Path(path).name == "last.pt" else "last"
+            hint = (
+                f"pass --checkpoint {other} to use the run's {other} checkpoint, or retrain (train.json into a "
+                "new --output_dir)."
+            )
+        raise UserInputError(
+            f"checkpoint {path} is unreadable (truncated or corrupt?): {type(e).__name__}: {reason}", hint
+        ) from e
+    return str(path)
+
+
 #: checkpoint names :func:`checkpoint_path` resolves inside ``<output_dir>/checkpoints``
 CHECKPOINT_NAMES = ("best", "last", "best_clean", "best_robust")
 
@@ -104,7 +231,8 @@ def checkpoint_path(output_dir: str | os.PathLike, checkpoint: str = "best") -> 
     """
     ``<output_dir>/checkpoints/<name>.pt`` for a name of :data:`CHECKPOINT_NAMES` (``"best"``: the epoch the
     run's selection rule kept; ``"last"``; ``"best_clean"`` / ``"best_robust"``: the other rule's choice,
-    saved when validation measured robust accuracy), otherwise ``checkpoint`` itself as a path; it must exist.
+    saved when validation measured robust accuracy), otherwise ``checkpoint`` itself as a path; it must exist
+    and be readable (:func:`check_checkpoint`).
     """
     output_dir = Path(output_dir)
     named = checkpoint in CHECKPOINT_NAMES
@@ -119,7 +247,7 @@ def checkpoint_path(output_dir: str | os.PathLike, checkpoint: str = "best") -> 
             else f"pass --checkpoint {', '.join(CHECKPOINT_NAMES)} or an existing file."
         )
         raise MissingInputError(f"checkpoint {path} not found.", hint)
-    return str(path)
+    return check_checkpoint(path)
 
 
 def list_images(

@@ -66,28 +66,58 @@ SETTING_KEYS = (
     "val_robust_attack",
     "val_robust_steps",
     "val_robust_per_class",
+    "texture_features",
+    "texture_layers",
+    "color_features",
 )
 AUTO = "auto"
 #: values of settings that a bundle (or a caller) may leave out entirely: ``assimilation_lr`` ``None``
 #: trains T and C at ``learning_rate``; ``assimilation_init`` ``"identity"`` is the identity start.
 OPTIONAL_SETTINGS = {"assimilation_lr": None, "assimilation_init": "identity", "assimilation_map": "sigmoid"}
-#: the value a setting had in runs whose summary predates it (their networks were built that way):
-#: ``assimilation_map`` was the hard clamp before it became a setting
-RECORDED_BEFORE = {"assimilation_map": "clamp"}
 
 #: adversarial-training settings used when a bundle does not give them (``at_eps`` in units of 1/255)
 AT_DEFAULTS = {"adversarial_training": "none", "at_eps": 2.0, "at_steps": 5, "at_ratio": 1.0, "trades_beta": 6.0}
 #: robust validation (``docs/adversarial.md``, "Which checkpoint a run keeps"): the attack, its steps, and
 #: the images per class it attacks (``None``: the whole validation set)
 ROBUST_VALIDATION_DEFAULTS = {"val_robust_attack": "PGD", "val_robust_steps": 10, "val_robust_per_class": None}
+#: the network a training run builds when ``variant`` / ``backbone`` are left ``"auto"`` (also the default
+#: run folder's name, :func:`default_output_dir`), and the size of T and C (``AssimilationNet``'s defaults)
+TRAIN_DEFAULTS = {
+    "variant": "assimilated",
+    "backbone": "resnet18",
+    "texture_features": 8,
+    "texture_layers": 3,
+    "color_features": 16,
+}
 #: values of ``"auto"`` settings that do not depend on the data (the bundles' tables may override them).
 FIXED_DEFAULTS = {
+    **TRAIN_DEFAULTS,
     "alpha": 0.99,
     "assimilation_init": "identity",
     "assimilation_map": "sigmoid",
     **AT_DEFAULTS,
     **ROBUST_VALIDATION_DEFAULTS,
 }
+#: settings that define the network and its preprocessing: evaluate, inference and export take them from
+#: the run's summary (``"auto"``), and an explicit value that differs from the run's is an error
+#: (:func:`monai_assim.bundle.run_setting`); ``num_classes`` is the length of the run's ``class_names``.
+NETWORK_SETTINGS = (
+    "variant",
+    "backbone",
+    "num_classes",
+    "texture_features",
+    "texture_layers",
+    "color_features",
+    "assimilation_map",
+    "image_size",
+    "mean",
+    "std",
+)
+#: the sizes of T and C (``AssimilationNet``'s ``texture_features``, ``texture_layers``, ``color_features``)
+NETWORK_SIZES = ("texture_features", "texture_layers", "color_features")
+#: the value a run summary written before a setting existed implies for it (the value that run used):
+#: T and C's default sizes, and ``assimilation_map`` the hard clamp before it became a setting
+RECORDED_BEFORE = {**{k: TRAIN_DEFAULTS[k] for k in NETWORK_SIZES}, "assimilation_map": "clamp"}
 #: settings whose ``"auto"`` follows another setting: ``select_by`` is ``"robust"`` under adversarial
 #: training and ``"clean"`` without; ``val_robust_eps`` is the training ``at_eps``.
 DERIVED_SETTINGS = {"select_by": "adversarial_training", "val_robust_eps": "at_eps"}
@@ -148,9 +178,14 @@ def default_output_dir(
 ) -> str:
     """
     ``<bundle_root>/runs/<variant>_<backbone>``, or ``<bundle_root>/runs/demo_<variant>_<backbone>``
-    when :func:`find_dataset` selects the demo set, so demo and real runs never share a folder.
+    when :func:`find_dataset` selects the demo set, so demo and real runs never share a folder; ``"auto"``
+    stands for the training default (:data:`TRAIN_DEFAULTS`: ``assimilated``, ``resnet18``).
     """
     demo = find_dataset(dataset_dir, bundle_root) is None
+    if _is_unset("variant", variant):
+        variant = TRAIN_DEFAULTS["variant"]
+    if _is_unset("backbone", backbone):
+        backbone = TRAIN_DEFAULTS["backbone"]
     return str(Path(bundle_root) / "runs" / f"{'demo_' if demo else ''}{variant}_{backbone}")
 
 
@@ -269,6 +304,11 @@ class RunSetup:
        data raises a :class:`~monai_assim.errors.UserInputError` listing every bad path, before any
        network is built or trained.
 
+    The output folder is an input too: it must be creatable and writable (checked, leaving nothing behind),
+    and no live run may hold it (:class:`~monai_assim.bundle.run_lock.RunLock`; the run takes the lock before
+    its first write and gives it back at the end). The data set folder and its layout are checked before
+    the ImageNet weights, so that a wrong ``dataset_dir`` is reported as such.
+
     Nothing is written into ``output_dir`` (the demo set aside) until :meth:`run` (or :meth:`start`)
     is called, after every input has been checked and the trainer built: a fresh run that fails on its
     inputs leaves no run folder, and a resume that fails on them leaves the run's files as they were.
@@ -351,9 +391,17 @@ class RunSetup:
             self._compare_run_arguments()
             self._settle_conflicts()
         self.log_settings(settings or {})
+        self._check_output_dir()
+        self._check_data_folder()  # before the weights: a typo in --dataset_dir is reported as such
         self._check_weights_available()
         self._plan: Any = None
         self._datalists: dict[str, list[dict]] | None = None
+        from monai_assim.bundle.run_lock import RunLock
+
+        #: the run folder's lock (one writer per run), taken before the first write (:meth:`hold_folder`)
+        self.lock = RunLock(self.output_dir)
+        if get_rank() == 0:
+            self.lock.check()  # a live run in this folder: stop now, before anything is written
         #: per-epoch validation records (:meth:`record_epoch`); on resume, those up to the checkpoint's epoch
         #: the collapse guard's warnings (:meth:`record_warning`); on resume, those up to the checkpoint's epoch
         self.warnings: list[dict[str, Any]] = [
@@ -438,7 +486,7 @@ class RunSetup:
                 f"unknown backbone {out['backbone']!r}; choose one of {', '.join(BACKBONES)}.",
                 f"pass --backbone {BACKBONES[0]} (or another of {', '.join(BACKBONES)}).",
             )
-        for key in ("epochs", "batch_size", "image_size", "patience"):
+        for key in ("epochs", "batch_size", "image_size", "patience", *NETWORK_SIZES):
             out[key] = _positive_int(key, out[key])
         caps = out["max_per_class"]
         if isinstance(caps, Mapping):  # per split, e.g. {"train": 300, "validation": 50, "test": 100}
@@ -516,6 +564,24 @@ class RunSetup:
             lines.append(f"  {key:<22} {value!r}" + (f"   ('auto': from {source})" if auto else ""))
         logger.info("\n".join([f"run settings ({'demo set' if self.demo else 'real data set'}):", *lines]))
 
+    def _check_output_dir(self) -> None:
+        """The output folder can be created and written (rank 0; the check leaves nothing behind)."""
+        if get_rank() == 0:
+            from monai_assim.bundle.run_files import check_writable_dir
+
+            check_writable_dir(self.output_dir)
+
+    def _check_data_folder(self) -> None:
+        """
+        The data set folder and its layout (folders only, no image decoded), checked before the ImageNet
+        weights so that a wrong ``--dataset_dir`` is reported as such and not as missing weights; the
+        images themselves are checked when the split lists are built.
+        """
+        if not self.demo:
+            from monai_assim.data import discover_images
+
+            discover_images(self.dataset_dir, self.modality, check_images=False)
+
     def _check_weights_available(self) -> None:
         """``pretrained`` ``"imagenet"``: the weights file is cached, or downloaded into the cache now."""
         if self.settings["pretrained"] == "imagenet":
@@ -532,6 +598,13 @@ class RunSetup:
                 "run without --resume to start afresh, or pass the --output_dir (or the --dataset_dir, "
                 "--variant and --backbone) of the run to resume.",
             )
+        from monai_assim.bundle.run_files import check_checkpoint
+
+        check_checkpoint(
+            last,
+            "the run cannot resume from it: train afresh into another --output_dir (or without --resume, which "
+            "starts this run over).",
+        )
         ckpt = torch.load(last, map_location="cpu", weights_only=True)
         return int(ckpt.get("epoch", ckpt.get("trainer", {}).get("epoch", 0)))
 
@@ -675,6 +748,8 @@ class RunSetup:
     def _build(self) -> dict[str, list[dict]]:
         from monai_assim.data import make_synthetic_dataset, plan_datalists
 
+        if self.demo:
+            self.hold_folder()  # before the demo set is written into the folder
         if self.demo and get_rank() == 0:
             self._announce_demo()
             n, size = int(self.demo_defaults.get("n_per_class", 40)), int(self.demo_defaults.get("file_size", 96))
@@ -739,6 +814,19 @@ class RunSetup:
         logger.warning("\n".join([bar, *[f"#  {line}" for line in lines], bar]))
 
     # ------------------------------------------------------------------ start, run, finish
+    def hold_folder(self) -> None:
+        """
+        Take the run folder's lock (rank 0; :class:`~monai_assim.bundle.run_lock.RunLock`): a second
+        training into a folder that a live run holds stops here with an error naming that run, before it
+        writes anything; the lock of a run that has ended (``--resume True`` after a kill) is taken over.
+        """
+        if get_rank() == 0:
+            self.lock.acquire()
+
+    def release_folder(self) -> None:
+        """Give the run folder's lock back (end of the run; also done at exit)."""
+        self.lock.release()
+
     def start(self) -> None:
         """
         Write the run's files once every input is known good: the split lists, ``DEMO_DATA.txt`` (or
@@ -748,6 +836,7 @@ class RunSetup:
         lists = self.datalists
         if get_rank() != 0:
             return
+        self.hold_folder()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         notice = self.output_dir / DEMO_NOTICE_FILE
         if self.demo:
@@ -785,6 +874,7 @@ class RunSetup:
                 self.write_summary(
                     status=status, error=f"{type(e).__name__}: {e}", failed_at=time.strftime("%Y-%m-%dT%H:%M:%S")
                 )
+            self.release_folder()
             raise
 
     def _current_summary_file(self) -> dict[str, Any] | None:
@@ -881,7 +971,42 @@ class RunSetup:
                 f"COLLAPSE GUARD: {len(self.warnings)} warning(s) in epoch(s) {', '.join(map(str, epochs))}; "
                 f"see 'warnings' in {self.output_dir / SUMMARY_FILE} before trusting this run."
             )
+        self.release_folder()
         if self.demo:
             logger.warning(
                 f"DEMO DATA: this run trained on the synthetic demo set; see {self.output_dir / DEMO_NOTICE_FILE}"
             )
+        logger.info(self.next_steps(best_metric, metric, best_epoch, int(state.epoch)))
+
+    def next_steps(self, best_metric: Any, metric: str, best_epoch: Any, epochs: int) -> str:
+        """
+        The block that ends a training run: where the run is, its best validation metric, and the commands
+        that evaluate it, apply it to images and export it (they need only the run folder, since evaluate,
+        inference and export read the network's settings from its summary).
+        """
+
+        def shown(path: Path) -> str:
+            try:
+                return str(path.relative_to(Path.cwd()))
+            except ValueError:
+                return str(path)
+
+        out, root = shown(self.output_dir), shown(self.bundle_root)
+        best = f"{best_metric:.4f}" if isinstance(best_metric, float) else str(best_metric)
+        bar = "=" * 100
+        return "\n".join(
+            [
+                bar,
+                f"training finished{' (DEMO DATA)' if self.demo else ''}: {epochs} epochs",
+                f"  run folder: {out}",
+                f"  best {metric}: {best} (epoch {best_epoch}, checkpoints/best.pt; summary in {SUMMARY_FILE})",
+                "next steps:",
+                "  # clean and adversarial accuracy on the test split -> <run>/eval/",
+                f"  python -m monai.bundle run --config_file {root}/evaluate.json --output_dir {out}",
+                "  # class probabilities of images -> <run>/inference/predictions.csv",
+                f"  python -m monai.bundle run --config_file {root}/inference.json --output_dir {out} --input <images>",
+                "  # a stand-alone bundle in MONAI's model-zoo layout",
+                f"  python -m monai_assim.bundle export {out} exports/{self.output_dir.name}",
+                bar,
+            ]
+        )
