@@ -32,9 +32,9 @@ import time
 import torch
 from ignite.engine import Engine
 
-from monai_assim.attacks import DEFAULT_EPS, PAPER_ATTACKS
 from monai_assim.handlers import AdversarialRobustnessHandler
 from monai_assim.networks import AssimilationNet
+from monai_assim.robustness.attacks import DEFAULT_EPS, PAPER_ATTACKS
 
 STEPS = {"FGSM": 1, "BIM": 10, "MIFGSM": 10, "PGD": 10}
 

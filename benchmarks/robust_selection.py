@@ -190,7 +190,7 @@ def table(args: argparse.Namespace, run: Path, rows: list[dict]) -> str:
     lines += ["", "Test set (clean, then accuracy per eps):", ""]
     lines.append("| checkpoint | epoch | clean | attack | 1/255 | 2/255 | 4/255 |")
     lines.append("|---|---|---|---|---|---|---|")
-    from monai_assim.robustness_results import load_robustness_rows
+    from monai_assim.robustness.results import load_robustness_rows
 
     for checkpoint in ("best", "best_clean"):
         path = run / f"eval_{checkpoint}" / "robustness.json"

@@ -79,6 +79,7 @@ from typing import Any
 
 import torch
 
+from monai_assim.robustness.compare import COMPARISON_COLUMNS, compare_results
 from monai_assim.visualize.examples_plot import plot_examples
 
 __all__ = [
@@ -115,20 +116,8 @@ RUNS: dict[str, tuple[str, float | None]] = {
 }
 
 #: the white-box attacks of the paper, drawn as curves; the headline worst case adds the strong ensemble of
-#: the study's ``attack_budget`` (APGD-CE, APGD-margin, Square; :data:`monai_assim.attacks.ATTACK_BUDGETS`)
+#: the study's ``attack_budget`` (APGD-CE, APGD-margin, Square; :data:`monai_assim.robustness.attacks.ATTACK_BUDGETS`)
 STUDY_ATTACKS: dict[str, dict[str, Any]] = {"FGSM": {}, "BIM": {}, "MIFGSM": {}, "PGD": {}}
-
-#: columns of comparison.csv; ``<name>`` stands for each run of the study
-COMPARISON_COLUMNS = (
-    "attack",
-    "eps",
-    "eps_255",
-    "role",
-    "n",
-    "<name>_accuracy",
-    "<name>_success_rate",
-    "delta_accuracy",
-)
 
 PER_IMAGE_FILE = "robustness_per_image.csv"
 MOVEMENT_FILE = "assimilation_movement.json"
@@ -158,49 +147,6 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     from monai_assim.visualize import load_robustness_rows
 
     return load_robustness_rows(str(path))
-
-
-def compare_results(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
-    """
-    Side-by-side rows from the result rows of each run (``name -> rows`` of the robustness handler).
-
-    One row per (attack, eps, role) found in the first run, in its order, with ``<name>_accuracy`` and
-    ``<name>_success_rate`` for every run, and ``delta_accuracy = assimilated - vanilla`` where both runs
-    are present.
-
-    Raises:
-        ValueError: a run lacks an (attack, eps) of the first run, or the runs used different sample
-            counts (they must be evaluated on the same test images).
-    """
-    names = list(results)
-    if not names:
-        raise ValueError("compare_results needs the rows of at least one run.")
-    keyed = {
-        name: {(r["attack"], round(float(r["eps"]), 8), r.get("role", "attack")): r for r in rows}
-        for name, rows in results.items()
-    }
-    out = []
-    for r in results[names[0]]:
-        key = (r["attack"], round(float(r["eps"]), 8), r.get("role", "attack"))
-        row: dict[str, Any] = {
-            "attack": r["attack"],
-            "eps": float(r["eps"]),
-            "eps_255": round(float(r["eps"]) * 255, 4),
-            "role": key[2],
-            "n": int(r["n"]),
-        }
-        for name in names:
-            other = keyed[name].get(key)
-            if other is None:
-                raise ValueError(f"run {name!r} has no result for attack {key[0]} at eps {key[1]} ({key[2]}).")
-            if int(other["n"]) != row["n"]:
-                raise ValueError(f"run {name!r} was evaluated on n={other['n']} images, {names[0]!r} on n={row['n']}.")
-            row[f"{name}_accuracy"] = other["accuracy"]
-            row[f"{name}_success_rate"] = other.get("success_rate")
-        if "vanilla" in names and "assimilated" in names:
-            row["delta_accuracy"] = row["assimilated_accuracy"] - row["vanilla_accuracy"]
-        out.append(row)
-    return out
 
 
 def _fmt(v: Any) -> str:
@@ -374,10 +320,6 @@ def _job_main(spec_file: str, threads: int) -> int:
 
 
 # ------------------------------------------------------------------------------------------- reports
-def _eps_key(v: Any) -> float:
-    return round(float(v), 4)
-
-
 def _headline_note(headline: Mapping[str, Any]) -> str:
     """The tables' line naming what the worst case is (``""`` without an ensemble)."""
     if not headline:
@@ -461,7 +403,7 @@ def write_aggregate(
 
 
 def write_paired(rows: Sequence[Mapping[str, Any]], output_dir: Path, title: str = "") -> tuple[Path, Path]:
-    """``paired.csv`` (every row of :func:`monai_assim.stats.paired_flips`) and ``paired.md`` (pooled rows,
+    """``paired.csv`` (every row of :func:`monai_assim.robustness.stats.paired_flips`) and ``paired.md`` (pooled rows,
     then per seed)."""
     csv_path, md_path = output_dir / "paired.csv", output_dir / "paired.md"
     columns = [
@@ -504,17 +446,6 @@ def write_paired(rows: Sequence[Mapping[str, Any]], output_dir: Path, title: str
         )
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
-
-
-def _mean_rows(per_seed: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
-    """Rows of the first seed with ``accuracy`` replaced by the mean over seeds (for the plot)."""
-    keyed = [{(r["attack"], _eps_key(r["eps"]), r.get("role", "attack")): r for r in rows} for rows in per_seed]
-    out = []
-    for r in per_seed[0]:
-        key = (r["attack"], _eps_key(r["eps"]), r.get("role", "attack"))
-        values = [float(k[key]["accuracy"]) for k in keyed if key in k]
-        out.append(dict(r, accuracy=sum(values) / len(values)))
-    return out
 
 
 def run_study(
@@ -673,7 +604,8 @@ def run_study(
     timings["all_jobs_s"] = round(time.perf_counter() - t_all, 1)
 
     from monai_assim.bundle import load_run_summary
-    from monai_assim.stats import aggregate_over_seeds, paired_flips, read_per_image
+    from monai_assim.robustness.compare import paired_flips, read_per_image
+    from monai_assim.robustness.stats import aggregate_over_seeds, mean_over_seeds
     from monai_assim.visualize import plot_robustness
 
     results: dict[int, dict[str, list[dict[str, Any]]]] = {}
@@ -757,9 +689,9 @@ def run_study(
     figure = None
     if "vanilla" in names and "assimilated" in names:
         figure = plot_robustness(
-            _mean_rows([results[s]["assimilated"] for s in seed_list]),
+            mean_over_seeds([results[s]["assimilated"] for s in seed_list]),
             out / "robustness.png",
-            vanilla=_mean_rows([results[s]["vanilla"] for s in seed_list]),
+            vanilla=mean_over_seeds([results[s]["vanilla"] for s in seed_list]),
             title=f"{bundle}, {backbone}: vanilla (dashed) vs assimilated (solid)"
             + (f", mean over {len(seed_list)} seeds" if len(seed_list) > 1 else ""),
         )

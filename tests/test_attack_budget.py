@@ -18,7 +18,8 @@ from test_bundles import BUNDLES, TINY, bundle_cmd, run_ok, tiny_dataset
 
 from monai_assim.attacks import ATTACK_BUDGETS, attack_budget, convergence_members, describe_attack
 from monai_assim.errors import UserInputError
-from monai_assim.handlers import AdversarialRobustnessHandler, adversarial_robustness as handler_module
+from monai_assim.handlers import AdversarialRobustnessHandler
+from monai_assim.robustness import evaluation as handler_module
 from monai_assim.robustness_results import WORST
 
 
@@ -174,7 +175,7 @@ def test_default_plan_holds_the_strong_members():
         k: parser.get_parsed_content(f"robustness#{k}") for k in ("attacks", "eps", "attack_budget", "ensemble_eps")
     }
     handler = AdversarialRobustnessHandler(**kwargs, convergence_check=parser.get_parsed_content("convergence_check"))
-    plan = {(role, name): [g[0] for g in groups] for role, name, _, groups in handler._plan()}
+    plan = {(role, name): [g[0] for g in groups] for role, name, _, groups in handler.plan.runs}
     eps = [k / 255 for k in range(1, 9)]
     for member, kw in ATTACK_BUDGETS["standard"].items():
         assert plan[("ensemble", member)] == eps

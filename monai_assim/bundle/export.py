@@ -232,7 +232,7 @@ def _eval_results(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "eval" / "robustness.json"
     if not path.is_file():
         return {}
-    from monai_assim.robustness_results import load_robustness_rows
+    from monai_assim.robustness.results import load_robustness_rows
 
     rows = load_robustness_rows(str(path))
     clean = [r for r in rows if r.get("role") == "clean"]

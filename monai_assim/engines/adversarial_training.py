@@ -3,7 +3,7 @@ Adversarial training inside :class:`~monai_assim.engines.AssimilationTrainer`: P
 
 Both craft L-inf adversarial examples against the WHOLE model (texture module T, colour module C, the
 backbone's normalisation and the backbone: the network as the evaluator calls it) in [0, 1] pixel space,
-with the step rule of evaluation (:func:`monai_assim.attacks.step_size`, :math:`\alpha = 2.5\,\epsilon/T`)
+with the step rule of evaluation (:func:`monai_assim.robustness.attacks.step_size`, :math:`\alpha = 2.5\,\epsilon/T`)
 and a uniform random start in the eps-ball:
 
 .. math::
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from monai.utils.enums import StrEnum
 from torch import nn
 
-from monai_assim.attacks import check_eps, step_size
+from monai_assim.robustness.attacks import check_eps, step_size
 from monai_assim.utils import as_class_indices, eval_mode, unwrap_module
 
 __all__ = [

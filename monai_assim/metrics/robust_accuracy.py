@@ -15,7 +15,7 @@ from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 from torch import nn
 
-from monai_assim.attacks import build_attack, canonical_attack_name, check_eps, run_attack
+from monai_assim.robustness.attacks import build_attack, canonical_attack_name, check_eps, run_attack
 from monai_assim.utils import as_class_indices, eval_mode, output_tensor, unwrap_module
 
 __all__ = ["ROBUST_VALIDATION_ATTACKS", "RobustAccuracy", "stratified_mask"]
@@ -55,7 +55,7 @@ class RobustAccuracy(Metric):
     correct predictions on them.
 
     Seeding: batch ``i`` of the epoch on rank ``r`` of ``W`` processes is attacked with seed
-    ``seed + i * W + r`` through :func:`monai_assim.attacks.run_attack`, inside ``torch.random.fork_rng``:
+    ``seed + i * W + r`` through :func:`monai_assim.robustness.attacks.run_attack`, inside ``torch.random.fork_rng``:
     two runs with one seed measure the same numbers, every epoch uses the same random starts (a paired
     comparison of epochs), and the caller's random stream, that of training, is left as it was, so
     turning the metric on does not change what a run learns.
@@ -116,7 +116,7 @@ class RobustAccuracy(Metric):
         super().__init__(output_transform=output_transform, device=device)
 
     def attack_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`monai_assim.attacks.build_attack` (besides the model and eps)."""
+        """The keyword arguments of :func:`monai_assim.robustness.attacks.build_attack` (besides the model and eps)."""
         if self.attack == "PGD":
             return {"steps": self.steps}
         kwargs: dict[str, Any] = {"steps": self.steps, "n_restarts": self.restarts}

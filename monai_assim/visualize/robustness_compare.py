@@ -10,12 +10,12 @@ import math
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from monai_assim.errors import MissingInputError, UserInputError
-from monai_assim.robustness_results import load_robustness_rows
+from monai_assim.robustness.compare import COMPARE_COLUMNS, comparison_rows
 from monai_assim.utils import atomic_write_csv, atomic_write_text
 from monai_assim.visualize.robustness_plot import plot_robustness
 
@@ -30,19 +30,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-COMPARE_COLUMNS = (
-    "attack",
-    "role",
-    "eps_255",
-    "accuracy_this",
-    "accuracy_other",
-    "difference",
-    "n_this",
-    "n_other",
-)
-"""Columns of ``compare_<other>.csv``: one row per (attack, role, eps) of either run; ``difference`` is
-``accuracy_this - accuracy_other``; a result only one run has leaves the other's columns empty."""
 
 
 def robustness_results_path(path: str | os.PathLike, file_prefix: str = "robustness") -> Path:
@@ -87,38 +74,6 @@ def results_run_name(path: str | os.PathLike) -> str:
     if p.name == "eval":
         p = p.parent
     return re.sub(r"[^A-Za-z0-9._-]+", "_", p.name).strip("_") or "other"
-
-
-def _key(r: Mapping[str, Any]) -> tuple[str, str, float]:
-    return (str(r["attack"]), str(r.get("role") or "attack"), round(float(r["eps"]) * 255, 4))
-
-
-def comparison_rows(
-    this: str | os.PathLike | Sequence[Mapping[str, Any]], other: str | os.PathLike | Sequence[Mapping[str, Any]]
-) -> list[dict[str, Any]]:
-    """
-    One row per (attack, role, eps) of either result set (this run's order, then the other's extra
-    results), columns :data:`COMPARE_COLUMNS`; a missing value is NaN.
-    """
-    a = {_key(r): r for r in load_robustness_rows(this)}
-    b = {_key(r): r for r in load_robustness_rows(other)}
-    rows = []
-    for key in dict.fromkeys(list(a) + list(b)):
-        acc_a = float(a[key]["accuracy"]) if key in a else math.nan
-        acc_b = float(b[key]["accuracy"]) if key in b else math.nan
-        rows.append(
-            dict(
-                attack=key[0],
-                role=key[1],
-                eps_255=key[2],
-                accuracy_this=acc_a,
-                accuracy_other=acc_b,
-                difference=acc_a - acc_b,
-                n_this=float(a[key].get("n", math.nan)) if key in a else math.nan,
-                n_other=float(b[key].get("n", math.nan)) if key in b else math.nan,
-            )
-        )
-    return rows
 
 
 def _cell(v: float, signed: bool = False) -> str:

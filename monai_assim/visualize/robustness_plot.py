@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from monai_assim.robustness_results import WORST, load_robustness_rows
+from monai_assim.robustness.results import WORST, load_robustness_rows
 from monai_assim.utils import atomic_write
 
 __all__ = ["load_robustness_rows", "plot_robustness", "plot_worst_case_by_arm", "robustness_lines"]
@@ -195,7 +195,7 @@ def plot_worst_case_by_arm(
     Worst-case accuracy over attacks against eps, one line per study arm, and save a PNG.
 
     ``rows`` are the study's aggregate rows (``arm``, ``attack``, ``eps_255``, ``role``, ``mean``, ``min``,
-    ``max``; :func:`monai_assim.stats.aggregate_over_seeds`): each arm's line starts at its clean accuracy
+    ``max``; :func:`monai_assim.robustness.stats.aggregate_over_seeds`): each arm's line starts at its clean accuracy
     (eps 0) and follows its ``worst`` rows (role ``worst``), the mean over seeds, with the range over seeds
     as a band where there are several. Vanilla arms are dashed.
 
