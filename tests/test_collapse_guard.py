@@ -39,6 +39,18 @@ def test_the_guard_names_a_single_class_and_its_cause(caplog):
     assert "COLLAPSE GUARD" in caplog.text
 
 
+def test_a_single_class_without_saturation_must_persist():
+    """A first epoch that predicts one class is common in a healthy run: the guard waits for a second in a row."""
+    got = []
+    guard = CollapseGuard({}, on_warning=got.append)
+    one = {"val_pred_classes": 1, "val_saturation_texture": 0.0, "val_saturation_color": 0.0}
+    two = {**one, "val_pred_classes": 2}
+    for epoch, metrics in enumerate([one, two, one, one, one], start=1):
+        guard(_engine(metrics, epoch=epoch))
+    assert [(w["epoch"], w["kind"]) for w in got] == [(4, "single_class"), (5, "single_class")]
+    assert "2 epochs in a row" in got[0]["message"] and "diverged" in got[0]["message"]
+
+
 def test_the_guard_warns_on_saturation_from_training_metrics_too():
     got = []
     guard = CollapseGuard({"assimilation_map": "sigmoid", "adversarial_training": "pgd", "at_eps": 2.0})

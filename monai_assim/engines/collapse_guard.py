@@ -7,7 +7,9 @@ the ends of [0, 1], the backbone sees a (nearly) constant image, cross-entropy s
 predicts one class; its accuracy under any attack is the class share, which a robustness report can
 mistake for robustness. The guard reads the validation metrics each epoch (after they are computed):
 
-- ``val_pred_classes`` (:class:`~monai_assim.metrics.PredictedClassCount`) below 2: constant predictions;
+- ``val_pred_classes`` (:class:`~monai_assim.metrics.PredictedClassCount`) below 2 for
+  ``single_class_epochs`` validation epochs in a row (default 2: a first epoch that predicts one class is
+  common in a healthy run and recovers), or for one epoch together with saturation: constant predictions;
 - ``val_saturation_texture`` / ``val_saturation_color`` (and the ``train_`` ones when the trainer is given;
   :class:`~monai_assim.metrics.AssimilationMovement`, :func:`~monai_assim.networks.saturation`) above
   ``saturation_threshold``: the module is losing the image.
@@ -44,6 +46,8 @@ class CollapseGuard:
         settings: the run's settings, to name the values to change (``assimilation_map``,
             ``assimilation_lr``, ``adversarial_training``, ``at_eps``); may be empty.
         saturation_threshold: the saturation above which the guard warns.
+        single_class_epochs: how many validation epochs in a row must predict a single class (without
+            saturation) before the guard warns.
         trainer: the trainer, whose ``train_saturation_*`` metrics are checked too (optional).
         on_warning: called with each warning as a dict (``epoch``, ``kind``: ``"single_class"`` or
             ``"saturation"``, the measured values, ``message``).
@@ -55,6 +59,7 @@ class CollapseGuard:
         self,
         settings: Mapping[str, Any] | None = None,
         saturation_threshold: float = DEFAULT_SATURATION_THRESHOLD,
+        single_class_epochs: int = 2,
         trainer: Engine | None = None,
         on_warning: Callable[[dict[str, Any]], None] | None = None,
         prefix: str = "val_",
@@ -64,6 +69,10 @@ class CollapseGuard:
             raise ValueError(f"saturation_threshold must be in (0, 1], got {saturation_threshold}.")
         self.settings = dict(settings or {})
         self.saturation_threshold = float(saturation_threshold)
+        if int(single_class_epochs) < 1:
+            raise ValueError(f"single_class_epochs must be at least 1, got {single_class_epochs}.")
+        self.single_class_epochs = int(single_class_epochs)
+        self._single_in_a_row = 0
         self.trainer = trainer
         self.on_warning = on_warning
         self.prefix = prefix
@@ -119,7 +128,9 @@ class CollapseGuard:
         saturated = {k: v for k, v in saturation.items() if v > self.saturation_threshold}
         sat_text = ", ".join(f"{'T' if k == 'texture' else 'C'} {100 * v:.1f}%" for k, v in saturation.items())
         classes = metrics.get(f"{self.prefix}pred_classes")
-        if isinstance(classes, (int, float)) and int(classes) < 2:
+        single = isinstance(classes, (int, float)) and int(classes) < 2
+        self._single_in_a_row = self._single_in_a_row + 1 if single else 0
+        if single and (saturated or self._single_in_a_row >= self.single_class_epochs):
             cause = (
                 f"the assimilation modules saturate ({sat_text} of their output values), so the backbone sees an "
                 "almost constant image"
@@ -130,8 +141,9 @@ class CollapseGuard:
                 epoch,
                 "single_class",
                 {"pred_classes": int(classes), "saturation": saturation},
-                f"the model predicts a single class for every validation image: it has collapsed (its accuracy "
-                f"is the class share, under attack too). Likely cause: {cause}.",
+                f"the model predicts a single class for every validation image"
+                f"{f' ({self._single_in_a_row} epochs in a row)' if self._single_in_a_row > 1 else ''}: it has "
+                f"collapsed (its accuracy is the class share, under attack too). Likely cause: {cause}.",
             )
         elif saturated:
             self._warn(
