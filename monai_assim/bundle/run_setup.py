@@ -19,6 +19,17 @@ from typing import Any
 
 import torch
 
+from monai_assim.bundle.settings import (
+    AUTO,
+    DERIVED_SETTINGS,
+    FIXED_DEFAULTS,
+    RECORDED_BEFORE,
+    RESUME_CHANGEABLE,
+    SETTING_KEYS,
+    check_settings,
+    is_unset as _is_unset,
+    same as _same,
+)
 from monai_assim.errors import MissingInputError, UserInputError, set_debug
 from monai_assim.utils import atomic_write_text, get_rank
 
@@ -38,97 +49,6 @@ DEMO_NOTICE_FILE = "DEMO_DATA.txt"
 #: the run summary written into the output folder.
 SUMMARY_FILE = "run_summary.json"
 
-#: settings a bundle passes to :class:`RunSetup`; ``"auto"`` picks the real-data or the demo default.
-SETTING_KEYS = (
-    "variant",
-    "backbone",
-    "pretrained",
-    "alpha",
-    "image_size",
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "assimilation_lr",
-    "assimilation_init",
-    "assimilation_map",
-    "max_per_class",
-    "patience",
-    "mean",
-    "std",
-    "num_workers",
-    "adversarial_training",
-    "at_eps",
-    "at_steps",
-    "at_ratio",
-    "trades_beta",
-    "select_by",
-    "val_robust_eps",
-    "val_robust_attack",
-    "val_robust_steps",
-    "val_robust_per_class",
-    "texture_features",
-    "texture_layers",
-    "color_features",
-)
-AUTO = "auto"
-#: values of settings that a bundle (or a caller) may leave out entirely: ``assimilation_lr`` ``None``
-#: trains T and C at ``learning_rate``; ``assimilation_init`` ``"identity"`` is the identity start.
-OPTIONAL_SETTINGS = {"assimilation_lr": None, "assimilation_init": "identity", "assimilation_map": "sigmoid"}
-
-#: adversarial-training settings used when a bundle does not give them (``at_eps`` in units of 1/255)
-AT_DEFAULTS = {"adversarial_training": "none", "at_eps": 2.0, "at_steps": 5, "at_ratio": 1.0, "trades_beta": 6.0}
-#: robust validation (``docs/adversarial.md``, "Which checkpoint a run keeps"): the attack, its steps, and
-#: the images per class it attacks (``None``: the whole validation set)
-ROBUST_VALIDATION_DEFAULTS = {"val_robust_attack": "PGD", "val_robust_steps": 10, "val_robust_per_class": None}
-#: the network a training run builds when ``variant`` / ``backbone`` are left ``"auto"`` (also the default
-#: run folder's name, :func:`default_output_dir`), and the size of T and C (``AssimilationNet``'s defaults)
-TRAIN_DEFAULTS = {
-    "variant": "assimilated",
-    "backbone": "resnet18",
-    "texture_features": 8,
-    "texture_layers": 3,
-    "color_features": 16,
-}
-#: values of ``"auto"`` settings that do not depend on the data (the bundles' tables may override them).
-FIXED_DEFAULTS = {
-    **TRAIN_DEFAULTS,
-    "alpha": 0.99,
-    "assimilation_init": "identity",
-    "assimilation_map": "sigmoid",
-    **AT_DEFAULTS,
-    **ROBUST_VALIDATION_DEFAULTS,
-}
-#: settings that define the network and its preprocessing: evaluate, inference and export take them from
-#: the run's summary (``"auto"``), and an explicit value that differs from the run's is an error
-#: (:func:`monai_assim.bundle.run_setting`); ``num_classes`` is the length of the run's ``class_names``.
-NETWORK_SETTINGS = (
-    "variant",
-    "backbone",
-    "num_classes",
-    "texture_features",
-    "texture_layers",
-    "color_features",
-    "assimilation_map",
-    "image_size",
-    "mean",
-    "std",
-)
-#: the sizes of T and C (``AssimilationNet``'s ``texture_features``, ``texture_layers``, ``color_features``)
-NETWORK_SIZES = ("texture_features", "texture_layers", "color_features")
-#: the value a run summary written before a setting existed implies for it (the value that run used):
-#: T and C's default sizes, and ``assimilation_map`` the hard clamp before it became a setting
-RECORDED_BEFORE = {**{k: TRAIN_DEFAULTS[k] for k in NETWORK_SIZES}, "assimilation_map": "clamp"}
-#: settings whose ``"auto"`` follows another setting: ``select_by`` is ``"robust"`` under adversarial
-#: training and ``"clean"`` without; ``val_robust_eps`` is the training ``at_eps``.
-DERIVED_SETTINGS = {"select_by": "adversarial_training", "val_robust_eps": "at_eps"}
-#: settings whose unset value is ``None`` (the backbone's own normalisation) rather than ``"auto"``.
-NONE_IS_UNSET = ("mean", "std")
-#: settings that may differ from the run's recorded ones when it resumes (no ``resume_force`` needed):
-#: ``epochs`` to extend a run, ``num_workers`` for another machine, ``patience`` (the early-stopping
-#: counter restarts at 0 on resume anyway). Every other setting, and ``seed``, ``val_fraction``,
-#: ``test_fraction`` and the data set, changes what the network learns from or is, so a different
-#: value is an error unless ``resume_force``.
-RESUME_CHANGEABLE = ("epochs", "num_workers", "patience")
 #: what a ``run_summary.json`` entry of ``"history"`` keeps of an earlier session of a resumed run.
 HISTORY_KEYS = (
     "started",
@@ -179,13 +99,13 @@ def default_output_dir(
     """
     ``<bundle_root>/runs/<variant>_<backbone>``, or ``<bundle_root>/runs/demo_<variant>_<backbone>``
     when :func:`find_dataset` selects the demo set, so demo and real runs never share a folder; ``"auto"``
-    stands for the training default (:data:`TRAIN_DEFAULTS`: ``assimilated``, ``resnet18``).
+    stands for the training default (:data:`FIXED_DEFAULTS`: ``assimilated``, ``resnet18``).
     """
     demo = find_dataset(dataset_dir, bundle_root) is None
     if _is_unset("variant", variant):
-        variant = TRAIN_DEFAULTS["variant"]
+        variant = FIXED_DEFAULTS["variant"]
     if _is_unset("backbone", backbone):
-        backbone = TRAIN_DEFAULTS["backbone"]
+        backbone = FIXED_DEFAULTS["backbone"]
     return str(Path(bundle_root) / "runs" / f"{'demo_' if demo else ''}{variant}_{backbone}")
 
 
@@ -198,86 +118,6 @@ def _check_bundle_root(bundle_root: str | os.PathLike) -> Path:
             "run the command from the repository root, or pass --bundle_root <path to bundles/<modality>>.",
         )
     return root.resolve()
-
-
-def _is_unset(key: str, value: Any) -> bool:
-    return (isinstance(value, str) and value.lower() == AUTO) or (value is None and key in NONE_IS_UNSET)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal as recorded in JSON (tuples and lists alike, ``2`` and ``2.0`` alike)."""
-    try:
-        return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
-    except (TypeError, ValueError):
-        return a == b
-
-
-def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserInputError(f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}.")
-    return int(value)
-
-
-def _check_adversarial_settings(out: dict[str, Any]) -> None:
-    """Validate (and normalise) the adversarial-training settings in place; ``at_eps`` is in units of 1/255."""
-    from monai_assim.engines.adversarial_training import ADVERSARIAL_TRAINING_MODES
-
-    mode = str(out["adversarial_training"]).lower()
-    if mode not in ADVERSARIAL_TRAINING_MODES:
-        raise UserInputError(
-            f"adversarial_training must be one of {', '.join(ADVERSARIAL_TRAINING_MODES)}, got {mode!r}."
-        )
-    out["adversarial_training"] = mode
-    for key in ("at_eps", "at_ratio", "trades_beta"):
-        if isinstance(out[key], bool) or not isinstance(out[key], (int, float)):
-            raise UserInputError(f"{key} must be a number, got {out[key]!r}.")
-        out[key] = float(out[key])
-    if not 0.0 <= out["at_eps"] <= 255.0:
-        raise UserInputError(f"at_eps is in units of 1/255 and must lie in [0, 255], got {out['at_eps']}.")
-    if not 0.0 < out["at_ratio"] <= 1.0:
-        raise UserInputError(f"at_ratio must lie in (0, 1], got {out['at_ratio']}.")
-    if out["trades_beta"] < 0:
-        raise UserInputError(f"trades_beta must be >= 0, got {out['trades_beta']}.")
-    out["at_steps"] = _positive_int("at_steps", out["at_steps"])
-
-
-def _check_selection_settings(out: dict[str, Any]) -> None:
-    """Resolve the derived ``"auto"`` values of the selection settings and validate them, in place."""
-    from monai_assim.engines.selection import SELECT_BY
-    from monai_assim.metrics.robust_accuracy import ROBUST_VALIDATION_ATTACKS
-
-    if _is_unset("select_by", out["select_by"]):
-        out["select_by"] = "clean" if out["adversarial_training"] == "none" else "robust"
-    out["select_by"] = str(out["select_by"]).lower()
-    if out["select_by"] not in SELECT_BY:
-        raise UserInputError(
-            f"select_by must be one of {', '.join(SELECT_BY)}, got {out['select_by']!r}.",
-            "--select_by robust keeps the epoch with the best robust validation accuracy, --select_by clean the "
-            "one with the best clean validation accuracy.",
-        )
-    if _is_unset("val_robust_eps", out["val_robust_eps"]):
-        out["val_robust_eps"] = out["at_eps"]
-    value = out["val_robust_eps"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 255.0:
-        raise UserInputError(
-            f"val_robust_eps is in units of 1/255 and must be a number in [0, 255], got {value!r}.",
-            "e.g. --val_robust_eps 2 selects by robust accuracy at 2/255.",
-        )
-    out["val_robust_eps"] = float(value)
-    lookup = {a.lower(): a for a in ROBUST_VALIDATION_ATTACKS}
-    attack = str(out["val_robust_attack"]).lower()
-    if attack in ("apgd-ce", "apgd_ce"):
-        attack = "apgd"
-    if attack not in lookup:
-        raise UserInputError(
-            f"val_robust_attack must be one of {', '.join(ROBUST_VALIDATION_ATTACKS)}, got {out['val_robust_attack']!r}.",
-            "PGD: PGD with a random start; APGD: APGD on the cross-entropy; APGDMargin: APGD on the margin loss.",
-        )
-    out["val_robust_attack"] = lookup[attack]
-    out["val_robust_steps"] = _positive_int("val_robust_steps", out["val_robust_steps"])
-    out["val_robust_per_class"] = _positive_int("val_robust_per_class", out["val_robust_per_class"], allow_none=True)
 
 
 class RunSetup:
@@ -327,7 +167,7 @@ class RunSetup:
         modality: ``"chest_xray"``, ``"brain_mri"``, ``"chest_ct"`` or ``"breast_ultrasound"``.
         output_dir: the run's output folder.
         dataset_dir: see :func:`find_dataset`; on resume ``"auto"`` is the data set the run recorded.
-        settings: the bundle's settings (keys of :data:`SETTING_KEYS`), values or ``"auto"``.
+        settings: the bundle's settings (:data:`monai_assim.bundle.settings.SETTINGS`), values or ``"auto"``.
         real_data_defaults: values of the ``"auto"`` settings with a real data set.
         demo_defaults: values of the ``"auto"`` settings with the demo set, plus ``n_per_class`` and
             ``file_size`` of the generated images.
@@ -450,16 +290,13 @@ class RunSetup:
                 if value is None:  # mean / std: the backbone's own normalisation
                     out[key] = None
                     continue
-                if key not in defaults and key in OPTIONAL_SETTINGS:
-                    out[key] = OPTIONAL_SETTINGS[key]
-                    continue
                 if key not in defaults:
                     raise UserInputError(f"setting {key!r} is 'auto' but the bundle gives no default for it.")
                 value = defaults[key]
             elif recorded is not None:
                 explicit.append(key)
             out[key] = value
-        self._validate(out)
+        check_settings(out)
         for key in explicit:
             if key in recorded and not _same(out[key], recorded[key]):
                 self._note_change(key, recorded[key], out[key])
@@ -471,78 +308,6 @@ class RunSetup:
             logger.info(f"resume: {key} changes from the recorded {recorded!r} to {new!r} (allowed on resume).")
         else:
             self._conflicts.append((key, recorded, new))
-
-    def _validate(self, out: dict[str, Any]) -> None:
-        """Validate (and normalise) resolved settings in place."""
-        from monai_assim.networks import BACKBONES, VARIANTS
-
-        if str(out["variant"]) not in VARIANTS:
-            raise UserInputError(
-                f"unknown variant {out['variant']!r}; choose one of {', '.join(VARIANTS)}.",
-                "pass --variant assimilated or --variant vanilla.",
-            )
-        if not isinstance(out["backbone"], str) or out["backbone"].lower() not in BACKBONES:
-            raise UserInputError(
-                f"unknown backbone {out['backbone']!r}; choose one of {', '.join(BACKBONES)}.",
-                f"pass --backbone {BACKBONES[0]} (or another of {', '.join(BACKBONES)}).",
-            )
-        for key in ("epochs", "batch_size", "image_size", "patience", *NETWORK_SIZES):
-            out[key] = _positive_int(key, out[key])
-        caps = out["max_per_class"]
-        if isinstance(caps, Mapping):  # per split, e.g. {"train": 300, "validation": 50, "test": 100}
-            out["max_per_class"] = {
-                k: _positive_int(f"max_per_class[{k!r}]", v, allow_none=True) for k, v in caps.items()
-            }
-        else:
-            out["max_per_class"] = _positive_int("max_per_class", caps, allow_none=True)
-        if isinstance(out["num_workers"], bool) or not isinstance(out["num_workers"], int) or out["num_workers"] < 0:
-            raise UserInputError(f"num_workers must be an int >= 0, got {out['num_workers']!r}.")
-        for key in ("learning_rate", "alpha"):
-            if isinstance(out[key], bool) or not isinstance(out[key], (int, float)):
-                raise UserInputError(f"{key} must be a number, got {out[key]!r}.")
-            out[key] = float(out[key])
-        alr = out["assimilation_lr"]
-        if alr is not None and not (isinstance(alr, str) and alr.lower() == "none"):
-            if isinstance(alr, bool) or not isinstance(alr, (int, float)) or alr <= 0:
-                raise UserInputError(f"assimilation_lr must be a number > 0 or None, got {alr!r}.")
-            out["assimilation_lr"] = float(alr)
-        else:
-            out["assimilation_lr"] = None
-        from monai_assim.networks.texture_module import INITS
-
-        if out["assimilation_init"] not in INITS:
-            raise UserInputError(
-                f"assimilation_init must be one of {', '.join(INITS)}, got {out['assimilation_init']!r}."
-            )
-        from monai_assim.networks.output_map import OUTPUT_MAPS
-
-        if out["assimilation_map"] not in OUTPUT_MAPS:
-            raise UserInputError(
-                f"assimilation_map must be one of {', '.join(OUTPUT_MAPS)}, got {out['assimilation_map']!r}.",
-                "sigmoid (the default) cannot die; clamp is the hard clip of runs before the setting (docs/networks.md).",
-            )
-        if out["learning_rate"] <= 0:
-            raise UserInputError(f"learning_rate must be > 0, got {out['learning_rate']}.")
-        if not 0.0 <= out["alpha"] <= 1.0:
-            raise UserInputError(
-                f"alpha must be in [0, 1], got {out['alpha']}.",
-                "alpha weighs the cross-entropy against the GLCM loss; the paper uses --alpha 0.99.",
-            )
-        _check_adversarial_settings(out)
-        _check_selection_settings(out)
-        pretrained = out["pretrained"]
-        if pretrained is None or str(pretrained).lower() == "none":
-            out["pretrained"] = "none"
-        elif str(pretrained).lower() != "imagenet":
-            path = Path(str(pretrained)).expanduser()
-            if not path.is_file():
-                raise MissingInputError(
-                    f"pretrained must be 'imagenet', 'none' or the path of a state dict file; {path} does not exist.",
-                    "pass --pretrained <existing file>, --pretrained imagenet or --pretrained none.",
-                )
-            out["pretrained"] = str(path.resolve())
-        else:
-            out["pretrained"] = "imagenet"
 
     def log_settings(self, given: Mapping[str, Any]) -> None:
         """
