@@ -57,7 +57,9 @@ def test_pgd_at_bundle_run_and_worst_case_structure_checks(tmp_path):
 
 def test_default_settings_keep_todays_runs():
     """Without the overrides the trainer is built with adversarial_training 'none'."""
-    template = json.loads(open(BUNDLES / "common" / "train.json").read())
+    from monai_assim.bundle.generate import with_settings
+
+    template = with_settings(json.loads(open(BUNDLES / "common" / "train.json").read()))  # the settings from the table
     # "auto" (so that a resumed run takes the recorded value); a fresh run resolves it to "none"
     from monai_assim.bundle.run_setup import FIXED_DEFAULTS
 

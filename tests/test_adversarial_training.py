@@ -208,6 +208,30 @@ def test_trades_objective():
         assert trades_kl(clean, before(adv)) > trades_kl(clean, before(start))
 
 
+def test_trades_on_the_assimilated_net_weights_ce_and_kl_by_alpha():
+    """TRADES with the GLCM objective: alpha * (CE + beta * KL) + (1 - alpha) * GLCM(C(T(x)), x)."""
+    net = _textured_net(2)
+    before = copy.deepcopy(net)
+    beta = 3.0
+    trainer = _trainer(
+        net, AssimilationLoss(alpha=0.5), adversarial_training="trades", at_eps=EPS, at_steps=2, trades_beta=beta
+    )
+    torch.manual_seed(0)
+    trainer.run()
+    out = trainer.state.output
+    x = torch.stack([d["image"] for d in _dataset(8, seed=1)[:4]])
+    y = torch.tensor([0, 1, 0, 1])
+    with torch.no_grad():
+        before.train()
+        logits, rgb = before(torch.cat([x, out["image_adv"]]), return_assimilated=True)
+        kl = trades_kl(logits[:4], logits[4:])
+        reference = AssimilationLoss(alpha=0.5)
+        total, terms = reference.terms(logits[:4], y, rgb[:4], x)
+        expected = total + 0.5 * beta * kl
+    assert float(out["loss_glcm"]) == pytest.approx(float(terms["glcm"]), rel=1e-4)
+    assert float(out["loss"]) == pytest.approx(float(expected), rel=1e-4)
+
+
 @pytest.mark.parametrize(
     "kw", [{"adversarial_training": "fgsm"}, {"at_ratio": 0.0}, {"at_steps": 0}, {"at_eps": 2.0}, {"trades_beta": -1.0}]
 )

@@ -398,6 +398,74 @@ def _checkpoint_lines(exported: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _accuracy_lines(meta: Mapping[str, Any], results: Mapping[str, Any]) -> list[str]:
+    """The README's accuracy section after its title: clean, worst case, single class, the table, the figure."""
+    lines: list[str] = []
+    if results:
+        n = results.get("n")
+        lines += [
+            f"Clean accuracy on the run's test split: {_fmt(results.get('clean_accuracy'))} "
+            f"({'n/a' if n is None else int(n)} images). Robust accuracy under attack (`configs/evaluate.json`):",
+            "",
+        ]
+        robustness = meta.get("robustness") or {}
+        lines += [
+            f"The worst case (rows `worst`): {robustness.get('worst_case')}"
+            + (f" ({robustness.get('attack_budget')} attack budget)." if robustness.get("attack_budget") else ".")
+            + (" These figures are UPPER BOUNDS of the robust accuracy." if robustness.get("upper_bound") else ""),
+            "",
+        ]
+        if results.get("single_class"):
+            lines += [
+                "> **SINGLE CLASS.** This network predicts one class for every test image: its accuracies below, "
+                "clean and under attack, equal the class share. It has collapsed; they are not robustness.",
+                "",
+            ]
+        if results["rows"]:
+            lines += ["| attack | role | eps (x/255) | accuracy |", "| --- | --- | --- | --- |"]
+            lines += [
+                f"| {r.get('attack')} | {r.get('role')} | {_fmt(r.get('eps_255'), 2)} | {_fmt(r.get('accuracy'))} |"
+                for r in results["rows"]
+            ]
+            lines.append("")
+        if results.get("figure") is not None:
+            lines += ["![robust accuracy against the attack budget](robustness.png)", ""]
+    else:
+        lines += ["The run was not evaluated (no `eval/robustness.json`); run `configs/evaluate.json`.", ""]
+    return lines
+
+
+def _use_lines(name: str) -> list[str]:
+    """The README's "Use" section."""
+    return [
+        "## Use",
+        "",
+        "Needs `pip install monai_assim` (with MONAI, torchvision, ignite, torchattacks, fire). As in MONAI's model",
+        'zoo, the configs have `"bundle_root": "."`: run them from this folder, or pass `--bundle_root`.',
+        "",
+        "```bash",
+        "# predictions.csv (softmax probabilities) under ./inference/ (or --output_dir)",
+        "python -m monai.bundle run --config_file configs/inference.json --input <folder or image>",
+        f"python -m monai.bundle run --config_file {name}/configs/inference.json --bundle_root {name} --input <folder>",
+        "# clean and adversarial accuracy on a labelled data set in the original folder layout, under ./eval/",
+        "python -m monai.bundle run --config_file configs/evaluate.json --dataset_dir <data set folder>",
+        "python -m monai.bundle verify_net_in_out network_def --config_file configs/inference.json "
+        "--meta_file configs/metadata.json",
+        "```",
+        "",
+        "```python",
+        "import monai",
+        f'net = monai.bundle.load("{name}", bundle_dir="<folder holding {name}>", workflow_type="inference")',
+        "# load finds <bundle_dir>/<name>/models/model.pt and does not download; workflow_type='inference'",
+        "# builds network_def from configs/inference.json (the default 'train' returns the state dict)",
+        "```",
+        "",
+        "`models/model.ts` is the TorchScript module (`torch.jit.load`), `models/model.pt` the state dict.",
+        "Research use only; not for diagnosis.",
+        "",
+    ]
+
+
 def _readme(meta: Mapping[str, Any], name: str, results: Mapping[str, Any]) -> str:
     training = meta["training"]
     settings = training["settings"]
@@ -441,64 +509,8 @@ def _readme(meta: Mapping[str, Any], name: str, results: Mapping[str, Any]) -> s
         "## Accuracy",
         "",
     ]
-    if results:
-        n = results.get("n")
-        lines += [
-            f"Clean accuracy on the run's test split: {_fmt(results.get('clean_accuracy'))} "
-            f"({'n/a' if n is None else int(n)} images). Robust accuracy under attack (`configs/evaluate.json`):",
-            "",
-        ]
-        robustness = meta.get("robustness") or {}
-        lines += [
-            f"The worst case (rows `worst`): {robustness.get('worst_case')}"
-            + (f" ({robustness.get('attack_budget')} attack budget)." if robustness.get("attack_budget") else ".")
-            + (" These figures are UPPER BOUNDS of the robust accuracy." if robustness.get("upper_bound") else ""),
-            "",
-        ]
-        if results.get("single_class"):
-            lines += [
-                "> **SINGLE CLASS.** This network predicts one class for every test image: its accuracies below, "
-                "clean and under attack, equal the class share. It has collapsed; they are not robustness.",
-                "",
-            ]
-        if results["rows"]:
-            lines += ["| attack | role | eps (x/255) | accuracy |", "| --- | --- | --- | --- |"]
-            lines += [
-                f"| {r.get('attack')} | {r.get('role')} | {_fmt(r.get('eps_255'), 2)} | {_fmt(r.get('accuracy'))} |"
-                for r in results["rows"]
-            ]
-            lines.append("")
-        if results.get("figure") is not None:
-            lines += ["![robust accuracy against the attack budget](robustness.png)", ""]
-    else:
-        lines += ["The run was not evaluated (no `eval/robustness.json`); run `configs/evaluate.json`.", ""]
-    lines += [
-        "## Use",
-        "",
-        "Needs `pip install monai_assim` (with MONAI, torchvision, ignite, torchattacks, fire). As in MONAI's model",
-        'zoo, the configs have `"bundle_root": "."`: run them from this folder, or pass `--bundle_root`.',
-        "",
-        "```bash",
-        "# predictions.csv (softmax probabilities) under ./inference/ (or --output_dir)",
-        "python -m monai.bundle run --config_file configs/inference.json --input <folder or image>",
-        f"python -m monai.bundle run --config_file {name}/configs/inference.json --bundle_root {name} --input <folder>",
-        "# clean and adversarial accuracy on a labelled data set in the original folder layout, under ./eval/",
-        "python -m monai.bundle run --config_file configs/evaluate.json --dataset_dir <data set folder>",
-        "python -m monai.bundle verify_net_in_out network_def --config_file configs/inference.json "
-        "--meta_file configs/metadata.json",
-        "```",
-        "",
-        "```python",
-        "import monai",
-        f'net = monai.bundle.load("{name}", bundle_dir="<folder holding {name}>", workflow_type="inference")',
-        "# load finds <bundle_dir>/<name>/models/model.pt and does not download; workflow_type='inference'",
-        "# builds network_def from configs/inference.json (the default 'train' returns the state dict)",
-        "```",
-        "",
-        "`models/model.ts` is the TorchScript module (`torch.jit.load`), `models/model.pt` the state dict.",
-        "Research use only; not for diagnosis.",
-        "",
-    ]
+    lines += _accuracy_lines(meta, results)
+    lines += _use_lines(name)
     return "\n".join(lines)
 
 
@@ -525,6 +537,47 @@ def _targets(dest: Path, name: str | None, zip: bool) -> tuple[Path, str]:
     if target.is_file() or target.is_symlink() or (target.is_dir() and any(target.iterdir())):
         raise FileExistsError(f"export destination {target} already exists and is not empty; choose a new path.")
     return target, name
+
+
+def _write_models(bundle: Path, state: dict, ckpt: str, size: int) -> None:
+    """``models/model.pt`` and the traced ``models/model.ts``, checked against the exported network definition."""
+    from monai.bundle import ConfigParser, ckpt_export
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    net = parser.get_parsed_content("network_def")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint {ckpt} does not fit the run's network settings: {e}") from e
+    torch.save(state, bundle / "models" / "model.pt")
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(bundle / "models" / "model.ts"),
+        ckpt_file=str(bundle / "models" / "model.pt"),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        config_file=str(bundle / "configs" / "inference.json"),
+        bundle_root=str(bundle),
+        use_trace=True,
+        input_shape=[1, 1, size, size],
+    )
+    x = torch.rand(2, 1, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        scripted = torch.jit.load(str(bundle / "models" / "model.ts"), map_location="cpu").eval()
+        if not torch.allclose(scripted(x), net.eval()(x), rtol=1e-4, atol=1e-5):
+            raise RuntimeError("the TorchScript export gives other logits than the network; export aborted.")
+
+
+def _pack(bundle: Path, tmp: Path, target: Path, zip: bool) -> None:
+    """Move the written bundle onto ``target``: a zip archive, or the folder (atomic rename)."""
+    if zip:
+        part = target.with_name(f".{target.name}.part")
+        with zipfile.ZipFile(part, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(bundle.rglob("*")):
+                archive.write(path, path.relative_to(tmp).as_posix())
+        os.replace(part, target)
+    else:
+        os.rename(bundle, target)  # onto an absent or empty folder: atomic
 
 
 def export_bundle(
@@ -555,8 +608,6 @@ def export_bundle(
         FileNotFoundError: ``run_dir`` holds no run summary or no such checkpoint (nothing is written).
         FileExistsError: the destination exists and is not empty (nothing is written).
     """
-    from monai.bundle import ConfigParser, ckpt_export
-
     run_dir = Path(run_dir).expanduser().resolve()
     target, name = _targets(Path(dest).expanduser().absolute(), name, zip)
     try:
@@ -593,40 +644,9 @@ def export_bundle(
             shutil.copyfile(results["figure"], bundle / "docs" / "robustness.png")
         (bundle / "docs" / "README.md").write_text(_readme(meta, name, results))
 
-        # the weights, checked against the exported network definition
-        parser = ConfigParser()
-        parser.read_config(str(bundle / "configs" / "inference.json"))
-        net = parser.get_parsed_content("network_def")
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as e:
-            raise ValueError(f"checkpoint {ckpt} does not fit the run's network settings: {e}") from e
-        torch.save(state, bundle / "models" / "model.pt")
-        size = int(summary["settings"]["image_size"])
-        ckpt_export(
-            net_id="network_def",
-            filepath=str(bundle / "models" / "model.ts"),
-            ckpt_file=str(bundle / "models" / "model.pt"),
-            meta_file=str(bundle / "configs" / "metadata.json"),
-            config_file=str(bundle / "configs" / "inference.json"),
-            bundle_root=str(bundle),
-            use_trace=True,
-            input_shape=[1, 1, size, size],
-        )
-        x = torch.rand(2, 1, size, size, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            scripted = torch.jit.load(str(bundle / "models" / "model.ts"), map_location="cpu").eval()
-            if not torch.allclose(scripted(x), net.eval()(x), rtol=1e-4, atol=1e-5):
-                raise RuntimeError("the TorchScript export gives other logits than the network; export aborted.")
+        _write_models(bundle, state, ckpt, int(summary["settings"]["image_size"]))
 
-        if zip:
-            part = target.with_name(f".{target.name}.part")
-            with zipfile.ZipFile(part, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                for path in sorted(bundle.rglob("*")):
-                    archive.write(path, path.relative_to(tmp).as_posix())
-            os.replace(part, target)
-        else:
-            os.rename(bundle, target)  # onto an absent or empty folder: atomic
+        _pack(bundle, tmp, target, zip)
     except BaseException:
         for leftover in (target.with_name(f".{target.name}.part"),):
             leftover.unlink(missing_ok=True)

@@ -5,7 +5,9 @@ MONAI resolves a ``%file.json#id`` macro relative to the working directory, not 
 or ``bundle_root``, so a per-modality config that pulled a shared base in with a macro would only run
 from one folder. Instead the shared configs live once in ``bundles/common/`` with the placeholder
 ``MODALITY``, and this module writes each bundle's self-contained copy (the placeholder replaced by the
-modality name). Every generated file says where it comes from; ``--check`` reports copies that differ
+modality name). ``train.json`` also gets every training setting of
+:data:`monai_assim.bundle.settings.SETTINGS`: a top-level ``"auto"`` (``mean``/``std``: ``null``), which
+the command line overrides, and its reference in ``run_setup.settings``. Every generated file says where it comes from; ``--check`` reports copies that differ
 from their template (the test suite runs it), so the four bundles cannot drift apart.
 
 Usage (from the repository root)::
@@ -21,9 +23,10 @@ import json
 import sys
 from pathlib import Path
 
+from monai_assim.bundle.settings import SETTINGS
 from monai_assim.data.layouts import MODALITIES
 
-__all__ = ["PLACEHOLDER", "TEMPLATES", "render", "generate"]
+__all__ = ["PLACEHOLDER", "TEMPLATES", "render", "generate", "with_settings"]
 
 #: the text replaced by the modality name in the templates.
 PLACEHOLDER = "MODALITY"
@@ -37,9 +40,32 @@ def render(template: str, name: str, modality: str) -> str:
     text = template.replace(PLACEHOLDER, modality)
     if name.endswith(".json"):
         config = json.loads(text)
+        if name == "train.json":
+            config = with_settings(config)
         config = {"_generated_": note, **config}
         return json.dumps(config, indent=4) + "\n"
     return f"# {note}\n{text}"
+
+
+def _insert_after(config: dict, key: str, items: dict) -> dict:
+    """``config`` with ``items`` right after ``key`` (at the end without it); keys already there stay as they are."""
+    items = {k: v for k, v in items.items() if k not in config}
+    out: dict = {}
+    for k, v in config.items():
+        out[k] = v
+        if k == key:
+            out.update(items)
+    return out if key in config else {**out, **items}
+
+
+def with_settings(config: dict) -> dict:
+    """A training config with its settings written in from the table: the top-level values and ``run_setup.settings``."""
+    top = {s.name: None if s.unset_none else "auto" for s in SETTINGS}
+    config = _insert_after(config, "dataset_dir", top)
+    run_setup = _insert_after(
+        config["run_setup"], "dataset_dir", {"settings": {s.name: f"@{s.name}" for s in SETTINGS}}
+    )
+    return {**config, "run_setup": run_setup}
 
 
 def generate(bundles_dir: str | Path = "bundles", check: bool = False) -> list[Path]:

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from monai_assim.bundle.run_setup import RECORDED_BEFORE, SUMMARY_FILE
+from monai_assim.bundle.run_setup import SUMMARY_FILE
+from monai_assim.bundle.settings import RECORDED_BEFORE
 from monai_assim.errors import MissingInputError, UserInputError
 
 __all__ = [
@@ -96,7 +97,7 @@ def recorded_setting(summary: Mapping[str, Any], key: str, default: Any = _MISSI
     """
     The setting ``key`` a run summary records: its ``"settings"`` entry; ``num_classes`` is the number of its
     ``class_names``; a setting the summary lacks because it was written before the setting existed takes the
-    value such runs used (:data:`~monai_assim.bundle.run_setup.RECORDED_BEFORE`).
+    value such runs used (:data:`~monai_assim.bundle.settings.RECORDED_BEFORE`).
 
     Raises:
         KeyError: the summary records no value of ``key`` (and ``default`` is not given).
@@ -137,7 +138,7 @@ def run_setting(value: Any, output_dir: str | os.PathLike, key: str) -> Any:
         UserInputError: an explicit ``value`` differs from the run's (the message names both), or the run
             records no ``key`` and ``value`` is ``"auto"``.
     """
-    from monai_assim.bundle.run_setup import _same
+    from monai_assim.bundle.settings import same as _same
 
     auto = isinstance(value, str) and value.lower() == "auto"
     path = Path(output_dir) / SUMMARY_FILE

@@ -8,19 +8,28 @@ falls back, loudly, to a small synthetic demo set when no data set is there.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import platform
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from monai_assim.bundle.data_choice import DEMO_NOTICE_FILE, DataChoice, find_dataset
+from monai_assim.bundle.resume_checks import ResumeChecks
+from monai_assim.bundle.run_summary import SUMMARY_FILE, RunSummary
+from monai_assim.bundle.settings import (
+    AUTO,
+    DERIVED_SETTINGS,
+    FIXED_DEFAULTS,
+    RECORDED_BEFORE,
+    RESUME_CHANGEABLE,
+    SETTING_KEYS,
+    check_settings,
+    is_unset as _is_unset,
+    same as _same,
+)
 from monai_assim.errors import MissingInputError, UserInputError, set_debug
-from monai_assim.utils import atomic_write_text, get_rank
+from monai_assim.utils import get_rank
 
 __all__ = [
     "DEMO_NOTICE_FILE",
@@ -33,145 +42,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: file written into the output folder of a run trained on the synthetic demo set.
-DEMO_NOTICE_FILE = "DEMO_DATA.txt"
-#: the run summary written into the output folder.
-SUMMARY_FILE = "run_summary.json"
-
-#: settings a bundle passes to :class:`RunSetup`; ``"auto"`` picks the real-data or the demo default.
-SETTING_KEYS = (
-    "variant",
-    "backbone",
-    "pretrained",
-    "alpha",
-    "image_size",
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "assimilation_lr",
-    "assimilation_init",
-    "assimilation_map",
-    "max_per_class",
-    "patience",
-    "mean",
-    "std",
-    "num_workers",
-    "adversarial_training",
-    "at_eps",
-    "at_steps",
-    "at_ratio",
-    "trades_beta",
-    "select_by",
-    "val_robust_eps",
-    "val_robust_attack",
-    "val_robust_steps",
-    "val_robust_per_class",
-    "texture_features",
-    "texture_layers",
-    "color_features",
-)
-AUTO = "auto"
-#: values of settings that a bundle (or a caller) may leave out entirely: ``assimilation_lr`` ``None``
-#: trains T and C at ``learning_rate``; ``assimilation_init`` ``"identity"`` is the identity start.
-OPTIONAL_SETTINGS = {"assimilation_lr": None, "assimilation_init": "identity", "assimilation_map": "sigmoid"}
-
-#: adversarial-training settings used when a bundle does not give them (``at_eps`` in units of 1/255)
-AT_DEFAULTS = {"adversarial_training": "none", "at_eps": 2.0, "at_steps": 5, "at_ratio": 1.0, "trades_beta": 6.0}
-#: robust validation (``docs/adversarial.md``, "Which checkpoint a run keeps"): the attack, its steps, and
-#: the images per class it attacks (``None``: the whole validation set)
-ROBUST_VALIDATION_DEFAULTS = {"val_robust_attack": "PGD", "val_robust_steps": 10, "val_robust_per_class": None}
-#: the network a training run builds when ``variant`` / ``backbone`` are left ``"auto"`` (also the default
-#: run folder's name, :func:`default_output_dir`), and the size of T and C (``AssimilationNet``'s defaults)
-TRAIN_DEFAULTS = {
-    "variant": "assimilated",
-    "backbone": "resnet18",
-    "texture_features": 8,
-    "texture_layers": 3,
-    "color_features": 16,
-}
-#: values of ``"auto"`` settings that do not depend on the data (the bundles' tables may override them).
-FIXED_DEFAULTS = {
-    **TRAIN_DEFAULTS,
-    "alpha": 0.99,
-    "assimilation_init": "identity",
-    "assimilation_map": "sigmoid",
-    **AT_DEFAULTS,
-    **ROBUST_VALIDATION_DEFAULTS,
-}
-#: settings that define the network and its preprocessing: evaluate, inference and export take them from
-#: the run's summary (``"auto"``), and an explicit value that differs from the run's is an error
-#: (:func:`monai_assim.bundle.run_setting`); ``num_classes`` is the length of the run's ``class_names``.
-NETWORK_SETTINGS = (
-    "variant",
-    "backbone",
-    "num_classes",
-    "texture_features",
-    "texture_layers",
-    "color_features",
-    "assimilation_map",
-    "image_size",
-    "mean",
-    "std",
-)
-#: the sizes of T and C (``AssimilationNet``'s ``texture_features``, ``texture_layers``, ``color_features``)
-NETWORK_SIZES = ("texture_features", "texture_layers", "color_features")
-#: the value a run summary written before a setting existed implies for it (the value that run used):
-#: T and C's default sizes, and ``assimilation_map`` the hard clamp before it became a setting
-RECORDED_BEFORE = {**{k: TRAIN_DEFAULTS[k] for k in NETWORK_SIZES}, "assimilation_map": "clamp"}
-#: settings whose ``"auto"`` follows another setting: ``select_by`` is ``"robust"`` under adversarial
-#: training and ``"clean"`` without; ``val_robust_eps`` is the training ``at_eps``.
-DERIVED_SETTINGS = {"select_by": "adversarial_training", "val_robust_eps": "at_eps"}
-#: settings whose unset value is ``None`` (the backbone's own normalisation) rather than ``"auto"``.
-NONE_IS_UNSET = ("mean", "std")
-#: settings that may differ from the run's recorded ones when it resumes (no ``resume_force`` needed):
-#: ``epochs`` to extend a run, ``num_workers`` for another machine, ``patience`` (the early-stopping
-#: counter restarts at 0 on resume anyway). Every other setting, and ``seed``, ``val_fraction``,
-#: ``test_fraction`` and the data set, changes what the network learns from or is, so a different
-#: value is an error unless ``resume_force``.
-RESUME_CHANGEABLE = ("epochs", "num_workers", "patience")
-#: what a ``run_summary.json`` entry of ``"history"`` keeps of an earlier session of a resumed run.
-HISTORY_KEYS = (
-    "started",
-    "finished",
-    "status",
-    "error",
-    "settings",
-    "seed",
-    "dataset_dir",
-    "resumed_from_epoch",
-    "changed_on_resume",
-    "epochs_completed",
-    "iterations_completed",
-    "max_epochs",
-    "stopped_early",
-    "best_metric",
-    "best_epoch",
-    "versions",
-)
-
-
-def _barrier() -> None:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def find_dataset(dataset_dir: str | os.PathLike | None, bundle_root: str | os.PathLike) -> Path | None:
-    """
-    The data set folder a run uses, or ``None`` for the synthetic demo set.
-
-    - ``"auto"`` (the bundles' default): ``<bundle_root>/data`` when that folder exists, else ``None``;
-    - ``"demo"`` or ``None``: ``None`` (force the demo set);
-    - anything else: that path, which must then hold the data set (checked when the split lists are
-      built, with an error naming the path), never silently replaced by the demo set.
-    """
-    if dataset_dir is None or str(dataset_dir).lower() == "demo":
-        return None
-    if str(dataset_dir).lower() == AUTO:
-        default = Path(bundle_root) / "data"
-        return default if default.is_dir() else None
-    return Path(dataset_dir).expanduser()
-
 
 def default_output_dir(
     bundle_root: str | os.PathLike, dataset_dir: str | os.PathLike | None, variant: str, backbone: str
@@ -179,13 +49,13 @@ def default_output_dir(
     """
     ``<bundle_root>/runs/<variant>_<backbone>``, or ``<bundle_root>/runs/demo_<variant>_<backbone>``
     when :func:`find_dataset` selects the demo set, so demo and real runs never share a folder; ``"auto"``
-    stands for the training default (:data:`TRAIN_DEFAULTS`: ``assimilated``, ``resnet18``).
+    stands for the training default (:data:`FIXED_DEFAULTS`: ``assimilated``, ``resnet18``).
     """
     demo = find_dataset(dataset_dir, bundle_root) is None
     if _is_unset("variant", variant):
-        variant = TRAIN_DEFAULTS["variant"]
+        variant = FIXED_DEFAULTS["variant"]
     if _is_unset("backbone", backbone):
-        backbone = TRAIN_DEFAULTS["backbone"]
+        backbone = FIXED_DEFAULTS["backbone"]
     return str(Path(bundle_root) / "runs" / f"{'demo_' if demo else ''}{variant}_{backbone}")
 
 
@@ -200,87 +70,7 @@ def _check_bundle_root(bundle_root: str | os.PathLike) -> Path:
     return root.resolve()
 
 
-def _is_unset(key: str, value: Any) -> bool:
-    return (isinstance(value, str) and value.lower() == AUTO) or (value is None and key in NONE_IS_UNSET)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal as recorded in JSON (tuples and lists alike, ``2`` and ``2.0`` alike)."""
-    try:
-        return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
-    except (TypeError, ValueError):
-        return a == b
-
-
-def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserInputError(f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}.")
-    return int(value)
-
-
-def _check_adversarial_settings(out: dict[str, Any]) -> None:
-    """Validate (and normalise) the adversarial-training settings in place; ``at_eps`` is in units of 1/255."""
-    from monai_assim.engines.adversarial_training import ADVERSARIAL_TRAINING_MODES
-
-    mode = str(out["adversarial_training"]).lower()
-    if mode not in ADVERSARIAL_TRAINING_MODES:
-        raise UserInputError(
-            f"adversarial_training must be one of {', '.join(ADVERSARIAL_TRAINING_MODES)}, got {mode!r}."
-        )
-    out["adversarial_training"] = mode
-    for key in ("at_eps", "at_ratio", "trades_beta"):
-        if isinstance(out[key], bool) or not isinstance(out[key], (int, float)):
-            raise UserInputError(f"{key} must be a number, got {out[key]!r}.")
-        out[key] = float(out[key])
-    if not 0.0 <= out["at_eps"] <= 255.0:
-        raise UserInputError(f"at_eps is in units of 1/255 and must lie in [0, 255], got {out['at_eps']}.")
-    if not 0.0 < out["at_ratio"] <= 1.0:
-        raise UserInputError(f"at_ratio must lie in (0, 1], got {out['at_ratio']}.")
-    if out["trades_beta"] < 0:
-        raise UserInputError(f"trades_beta must be >= 0, got {out['trades_beta']}.")
-    out["at_steps"] = _positive_int("at_steps", out["at_steps"])
-
-
-def _check_selection_settings(out: dict[str, Any]) -> None:
-    """Resolve the derived ``"auto"`` values of the selection settings and validate them, in place."""
-    from monai_assim.engines.selection import SELECT_BY
-    from monai_assim.metrics.robust_accuracy import ROBUST_VALIDATION_ATTACKS
-
-    if _is_unset("select_by", out["select_by"]):
-        out["select_by"] = "clean" if out["adversarial_training"] == "none" else "robust"
-    out["select_by"] = str(out["select_by"]).lower()
-    if out["select_by"] not in SELECT_BY:
-        raise UserInputError(
-            f"select_by must be one of {', '.join(SELECT_BY)}, got {out['select_by']!r}.",
-            "--select_by robust keeps the epoch with the best robust validation accuracy, --select_by clean the "
-            "one with the best clean validation accuracy.",
-        )
-    if _is_unset("val_robust_eps", out["val_robust_eps"]):
-        out["val_robust_eps"] = out["at_eps"]
-    value = out["val_robust_eps"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 255.0:
-        raise UserInputError(
-            f"val_robust_eps is in units of 1/255 and must be a number in [0, 255], got {value!r}.",
-            "e.g. --val_robust_eps 2 selects by robust accuracy at 2/255.",
-        )
-    out["val_robust_eps"] = float(value)
-    lookup = {a.lower(): a for a in ROBUST_VALIDATION_ATTACKS}
-    attack = str(out["val_robust_attack"]).lower()
-    if attack in ("apgd-ce", "apgd_ce"):
-        attack = "apgd"
-    if attack not in lookup:
-        raise UserInputError(
-            f"val_robust_attack must be one of {', '.join(ROBUST_VALIDATION_ATTACKS)}, got {out['val_robust_attack']!r}.",
-            "PGD: PGD with a random start; APGD: APGD on the cross-entropy; APGDMargin: APGD on the margin loss.",
-        )
-    out["val_robust_attack"] = lookup[attack]
-    out["val_robust_steps"] = _positive_int("val_robust_steps", out["val_robust_steps"])
-    out["val_robust_per_class"] = _positive_int("val_robust_per_class", out["val_robust_per_class"], allow_none=True)
-
-
-class RunSetup:
+class RunSetup(DataChoice, ResumeChecks, RunSummary):
     """
     Everything a training bundle decides before it trains, checked before anything is written.
 
@@ -327,7 +117,7 @@ class RunSetup:
         modality: ``"chest_xray"``, ``"brain_mri"``, ``"chest_ct"`` or ``"breast_ultrasound"``.
         output_dir: the run's output folder.
         dataset_dir: see :func:`find_dataset`; on resume ``"auto"`` is the data set the run recorded.
-        settings: the bundle's settings (keys of :data:`SETTING_KEYS`), values or ``"auto"``.
+        settings: the bundle's settings (:data:`monai_assim.bundle.settings.SETTINGS`), values or ``"auto"``.
         real_data_defaults: values of the ``"auto"`` settings with a real data set.
         demo_defaults: values of the ``"auto"`` settings with the demo set, plus ``n_per_class`` and
             ``file_size`` of the generated images.
@@ -450,99 +240,17 @@ class RunSetup:
                 if value is None:  # mean / std: the backbone's own normalisation
                     out[key] = None
                     continue
-                if key not in defaults and key in OPTIONAL_SETTINGS:
-                    out[key] = OPTIONAL_SETTINGS[key]
-                    continue
                 if key not in defaults:
                     raise UserInputError(f"setting {key!r} is 'auto' but the bundle gives no default for it.")
                 value = defaults[key]
             elif recorded is not None:
                 explicit.append(key)
             out[key] = value
-        self._validate(out)
+        check_settings(out)
         for key in explicit:
             if key in recorded and not _same(out[key], recorded[key]):
                 self._note_change(key, recorded[key], out[key])
         return out
-
-    def _note_change(self, key: str, recorded: Any, new: Any) -> None:
-        self.changed_on_resume[key] = {"recorded": recorded, "new": new}
-        if key in RESUME_CHANGEABLE:
-            logger.info(f"resume: {key} changes from the recorded {recorded!r} to {new!r} (allowed on resume).")
-        else:
-            self._conflicts.append((key, recorded, new))
-
-    def _validate(self, out: dict[str, Any]) -> None:
-        """Validate (and normalise) resolved settings in place."""
-        from monai_assim.networks import BACKBONES, VARIANTS
-
-        if str(out["variant"]) not in VARIANTS:
-            raise UserInputError(
-                f"unknown variant {out['variant']!r}; choose one of {', '.join(VARIANTS)}.",
-                "pass --variant assimilated or --variant vanilla.",
-            )
-        if not isinstance(out["backbone"], str) or out["backbone"].lower() not in BACKBONES:
-            raise UserInputError(
-                f"unknown backbone {out['backbone']!r}; choose one of {', '.join(BACKBONES)}.",
-                f"pass --backbone {BACKBONES[0]} (or another of {', '.join(BACKBONES)}).",
-            )
-        for key in ("epochs", "batch_size", "image_size", "patience", *NETWORK_SIZES):
-            out[key] = _positive_int(key, out[key])
-        caps = out["max_per_class"]
-        if isinstance(caps, Mapping):  # per split, e.g. {"train": 300, "validation": 50, "test": 100}
-            out["max_per_class"] = {
-                k: _positive_int(f"max_per_class[{k!r}]", v, allow_none=True) for k, v in caps.items()
-            }
-        else:
-            out["max_per_class"] = _positive_int("max_per_class", caps, allow_none=True)
-        if isinstance(out["num_workers"], bool) or not isinstance(out["num_workers"], int) or out["num_workers"] < 0:
-            raise UserInputError(f"num_workers must be an int >= 0, got {out['num_workers']!r}.")
-        for key in ("learning_rate", "alpha"):
-            if isinstance(out[key], bool) or not isinstance(out[key], (int, float)):
-                raise UserInputError(f"{key} must be a number, got {out[key]!r}.")
-            out[key] = float(out[key])
-        alr = out["assimilation_lr"]
-        if alr is not None and not (isinstance(alr, str) and alr.lower() == "none"):
-            if isinstance(alr, bool) or not isinstance(alr, (int, float)) or alr <= 0:
-                raise UserInputError(f"assimilation_lr must be a number > 0 or None, got {alr!r}.")
-            out["assimilation_lr"] = float(alr)
-        else:
-            out["assimilation_lr"] = None
-        from monai_assim.networks.texture_module import INITS
-
-        if out["assimilation_init"] not in INITS:
-            raise UserInputError(
-                f"assimilation_init must be one of {', '.join(INITS)}, got {out['assimilation_init']!r}."
-            )
-        from monai_assim.networks.output_map import OUTPUT_MAPS
-
-        if out["assimilation_map"] not in OUTPUT_MAPS:
-            raise UserInputError(
-                f"assimilation_map must be one of {', '.join(OUTPUT_MAPS)}, got {out['assimilation_map']!r}.",
-                "sigmoid (the default) cannot die; clamp is the hard clip of runs before the setting (docs/networks.md).",
-            )
-        if out["learning_rate"] <= 0:
-            raise UserInputError(f"learning_rate must be > 0, got {out['learning_rate']}.")
-        if not 0.0 <= out["alpha"] <= 1.0:
-            raise UserInputError(
-                f"alpha must be in [0, 1], got {out['alpha']}.",
-                "alpha weighs the cross-entropy against the GLCM loss; the paper uses --alpha 0.99.",
-            )
-        _check_adversarial_settings(out)
-        _check_selection_settings(out)
-        pretrained = out["pretrained"]
-        if pretrained is None or str(pretrained).lower() == "none":
-            out["pretrained"] = "none"
-        elif str(pretrained).lower() != "imagenet":
-            path = Path(str(pretrained)).expanduser()
-            if not path.is_file():
-                raise MissingInputError(
-                    f"pretrained must be 'imagenet', 'none' or the path of a state dict file; {path} does not exist.",
-                    "pass --pretrained <existing file>, --pretrained imagenet or --pretrained none.",
-                )
-            out["pretrained"] = str(path.resolve())
-        else:
-            out["pretrained"] = "imagenet"
 
     def log_settings(self, given: Mapping[str, Any]) -> None:
         """
@@ -571,17 +279,6 @@ class RunSetup:
 
             check_writable_dir(self.output_dir)
 
-    def _check_data_folder(self) -> None:
-        """
-        The data set folder and its layout (folders only, no image decoded), checked before the ImageNet
-        weights so that a wrong ``--dataset_dir`` is reported as such and not as missing weights; the
-        images themselves are checked when the split lists are built.
-        """
-        if not self.demo:
-            from monai_assim.data import discover_images
-
-            discover_images(self.dataset_dir, self.modality, check_images=False)
-
     def _check_weights_available(self) -> None:
         """``pretrained`` ``"imagenet"``: the weights file is cached, or downloaded into the cache now."""
         if self.settings["pretrained"] == "imagenet":
@@ -590,78 +287,6 @@ class RunSetup:
             imagenet_weights_file(self.settings["backbone"])
 
     # ------------------------------------------------------------------ resume
-    def _check_resume(self) -> int:
-        last = self.ckpt_dir / "last.pt"
-        if not last.is_file():
-            raise MissingInputError(
-                f"resume=True but there is no last checkpoint {last}.",
-                "run without --resume to start afresh, or pass the --output_dir (or the --dataset_dir, "
-                "--variant and --backbone) of the run to resume.",
-            )
-        from monai_assim.bundle.run_files import check_checkpoint
-
-        check_checkpoint(
-            last,
-            "the run cannot resume from it: train afresh into another --output_dir (or without --resume, which "
-            "starts this run over).",
-        )
-        ckpt = torch.load(last, map_location="cpu", weights_only=True)
-        return int(ckpt.get("epoch", ckpt.get("trainer", {}).get("epoch", 0)))
-
-    def _recorded_summary(self) -> dict[str, Any] | None:
-        doc = self._current_summary_file()
-        if doc is None or not isinstance(doc.get("settings"), dict):
-            logger.warning(
-                f"resume: the run summary {self.output_dir / SUMMARY_FILE} is missing, unreadable or holds no "
-                "settings; the settings of this command are used as given, without checking them against the run's."
-            )
-            return None
-        return doc
-
-    def _resume_dataset(self, dataset_dir: str | os.PathLike | None) -> Path | None:
-        """The data set of a resumed run: the recorded one for ``"auto"``, else ``dataset_dir`` (compared)."""
-        recorded = self.recorded or {}
-        recorded_demo = bool(recorded.get("demo_data"))
-        recorded_dir = None if recorded_demo else recorded.get("dataset_dir")
-        if str(dataset_dir).lower() == AUTO and (recorded_demo or recorded_dir):
-            return None if recorded_demo else Path(recorded_dir)
-        found = find_dataset(dataset_dir, self.bundle_root)
-        new = None if found is None else str(found.expanduser().resolve())
-        if (recorded_demo or recorded_dir) and new != (None if recorded_demo else str(Path(recorded_dir))):
-            self.changed_on_resume["dataset_dir"] = {"recorded": recorded.get("dataset_dir"), "new": new or "demo"}
-            self._conflicts.append(("dataset_dir", "demo" if recorded_demo else recorded_dir, new or "demo"))
-        return found
-
-    def _compare_run_arguments(self) -> None:
-        """Seed and fractions (they decide the split) against the recorded ones."""
-        recorded = self.recorded or {}
-        pairs = [("seed", self.seed), ("val_fraction", self.val_fraction)]
-        if not self.layout.has_test_split:
-            pairs.append(("test_fraction", self.test_fraction))
-        for key, new in pairs:
-            if recorded.get(key) is not None and not _same(recorded[key], new):
-                self._note_change(key, recorded[key], new)
-
-    def _settle_conflicts(self) -> None:
-        if not self._conflicts:
-            return
-        lines = [
-            f"  - {key}: the run recorded {old!r}, this command gives {new!r}" for key, old, new in self._conflicts
-        ]
-        if self.resume_force:
-            logger.warning(
-                f"resume_force: resuming {self.output_dir} with settings that differ from the recorded ones:\n"
-                + "\n".join(lines)
-            )
-            return
-        keys = ", ".join(key for key, _, _ in self._conflicts)
-        raise UserInputError(
-            f"cannot resume the run in {self.output_dir}: {len(lines)} setting(s) differ from the ones it "
-            f"recorded in {SUMMARY_FILE} ({keys}):\n" + "\n".join(lines),
-            f"leave {keys} unset ('auto') to take the recorded values, or pass the recorded values; only "
-            f"{', '.join(RESUME_CHANGEABLE)} may change on resume. To continue with the new values anyway "
-            "pass --resume_force True (recorded in the summary), or train afresh into another --output_dir.",
-        )
 
     # ------------------------------------------------------------------ checkpoint selection
     @property
@@ -722,291 +347,8 @@ class RunSetup:
             out["checkpoints"][other] = "select_by clean" if robust else "select_by robust"
         return out
 
-    def record_epoch(self, record: dict[str, Any]) -> None:
-        """
-        Add one epoch's validation record (:class:`~monai_assim.engines.EpochSelection` calls this) to the
-        summary's ``"epochs"`` list and rewrite the summary, so a killed run keeps every finished epoch.
-        """
-        self.epochs = [e for e in self.epochs if int(e.get("epoch", 0)) < int(record["epoch"])] + [dict(record)]
-        if get_rank() == 0:
-            self.write_summary(epochs=self.epochs)
-
-    def record_warning(self, record: dict[str, Any]) -> None:
-        """Add a warning of the :class:`~monai_assim.engines.CollapseGuard` to the summary's ``"warnings"``."""
-        self.warnings.append(dict(record))
-        if get_rank() == 0:
-            self.write_summary(warnings=self.warnings)
-
     # ------------------------------------------------------------------ data
-    @property
-    def datalists(self) -> dict[str, list[dict]]:
-        """``{"train", "validation", "test"}`` lists of ``{"image", "label"}`` (built once, see class doc)."""
-        if self._datalists is None:
-            self._datalists = self._build()
-        return self._datalists
-
-    def _build(self) -> dict[str, list[dict]]:
-        from monai_assim.data import make_synthetic_dataset, plan_datalists
-
-        if self.demo:
-            self.hold_folder()  # before the demo set is written into the folder
-        if self.demo and get_rank() == 0:
-            self._announce_demo()
-            n, size = int(self.demo_defaults.get("n_per_class", 40)), int(self.demo_defaults.get("file_size", 96))
-            make_synthetic_dataset(self.dataset_dir, self.modality, n_per_class=n, size=size, seed=self.seed)
-        _barrier()
-        self._plan = plan_datalists(
-            self.dataset_dir,
-            self.modality,
-            seed=self.seed,
-            val_fraction=self.val_fraction,
-            test_fraction=self.test_fraction,
-            max_per_class=self.settings["max_per_class"],
-            check_images=self.check_images,
-        )
-        if self.resume:
-            self._compare_split_lists(self._plan.datalists)
-        return self._plan.datalists
-
-    def _compare_split_lists(self, lists: Mapping[str, list[dict]]) -> None:
-        """On resume: the split lists must be those the run recorded (the data set folder may have changed)."""
-        path = self.output_dir / "datalists" / "splits.json"
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        diffs = []
-        for split, items in lists.items():
-            new_set = {(d["image"], int(d["label"])) for d in items}
-            old_set = {(d["image"], int(d["label"])) for d in old.get(split, [])}
-            if new_set != old_set:
-                diffs.append(
-                    f"  - {split}: {len(new_set - old_set)} images not in the recorded list, "
-                    f"{len(old_set - new_set)} recorded images no longer in it"
-                )
-        if not diffs:
-            return
-        if self.resume_force:
-            logger.warning(f"resume_force: the split lists differ from the recorded {path}:\n" + "\n".join(diffs))
-            self.changed_on_resume["split_lists"] = {"recorded": str(path), "new": "rebuilt"}
-            return
-        raise UserInputError(
-            f"cannot resume the run in {self.output_dir}: the split lists of {self.dataset_dir} differ from the "
-            f"ones the run recorded in {path} (files added to or removed from the data set?):\n" + "\n".join(diffs),
-            "restore the data set as it was, pass --resume_force True to continue on the new lists, or train "
-            "afresh into another --output_dir.",
-        )
-
-    def _demo_text(self) -> str:
-        return (
-            "DEMO DATA: this run was trained on a SYNTHETIC demo set, not on real images.\n\n"
-            f"No data set was found (dataset_dir='auto' looks for {self.bundle_root / 'data'}), so\n"
-            f"monai_assim generated {self.dataset_dir}\n"
-            f"(deterministic, seed {self.seed}, in the {self.layout.title} folder layout) and trained with\n"
-            "demo-sized settings. Its accuracy and robustness figures say nothing about medical images.\n\n"
-            f"To train on the real data set put it in {self.bundle_root / 'data'} or pass\n"
-            "--dataset_dir <folder>; see the bundle's README.md for the expected layout.\n"
-        )
-
-    def _announce_demo(self) -> None:
-        bar = "#" * 100
-        lines = self._demo_text().splitlines()
-        logger.warning("\n".join([bar, *[f"#  {line}" for line in lines], bar]))
 
     # ------------------------------------------------------------------ start, run, finish
-    def hold_folder(self) -> None:
-        """
-        Take the run folder's lock (rank 0; :class:`~monai_assim.bundle.run_lock.RunLock`): a second
-        training into a folder that a live run holds stops here with an error naming that run, before it
-        writes anything; the lock of a run that has ended (``--resume True`` after a kill) is taken over.
-        """
-        if get_rank() == 0:
-            self.lock.acquire()
-
-    def release_folder(self) -> None:
-        """Give the run folder's lock back (end of the run; also done at exit)."""
-        self.lock.release()
-
-    def start(self) -> None:
-        """
-        Write the run's files once every input is known good: the split lists, ``DEMO_DATA.txt`` (or
-        remove a stale one) and a fresh ``run_summary.json`` with ``"status": "running"``; on resume
-        the previous summary becomes the last entry of ``"history"``.
-        """
-        lists = self.datalists
-        if get_rank() != 0:
-            return
-        self.hold_folder()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        notice = self.output_dir / DEMO_NOTICE_FILE
-        if self.demo:
-            atomic_write_text(notice, self._demo_text())
-        elif notice.exists():
-            notice.unlink()
-            logger.info(f"removed the stale {notice}: this run trains on the real data set {self.dataset_dir}.")
-        self._plan.write(self.output_dir / "datalists")
-        history = []
-        if self.resume:
-            previous = self._current_summary_file() or {}
-            history = list(previous.get("history") or [])
-            if previous:
-                entry = {k: previous[k] for k in HISTORY_KEYS if k in previous}
-                entry["checkpoint_epoch"] = self.resumed_from_epoch
-                history.append(entry)
-        self.write_summary(
-            fresh=True,
-            started=time.strftime("%Y-%m-%dT%H:%M:%S"),
-            status="running",
-            counts={k: len(v) for k, v in lists.items()},
-            history=history,
-            epochs=self.epochs,
-            warnings=self.warnings,
-        )
-
-    def run(self, trainer: Any) -> None:
-        """:meth:`start`, then ``trainer.run()``; an error while training marks the summary ``"failed"``."""
-        self.start()
-        try:
-            trainer.run()
-        except BaseException as e:
-            if get_rank() == 0:
-                status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-                self.write_summary(
-                    status=status, error=f"{type(e).__name__}: {e}", failed_at=time.strftime("%Y-%m-%dT%H:%M:%S")
-                )
-            self.release_folder()
-            raise
-
-    def _current_summary_file(self) -> dict[str, Any] | None:
-        try:
-            doc = json.loads((self.output_dir / SUMMARY_FILE).read_text())
-        except (OSError, ValueError):
-            return None
-        return doc if isinstance(doc, dict) else None
 
     # ------------------------------------------------------------------ summary
-    def summary(self) -> dict[str, Any]:
-        """The run summary as a dict (what :meth:`write_summary` writes)."""
-        import monai
-        import torchvision
-
-        import monai_assim
-
-        return {
-            "demo_data": self.demo,
-            "modality": self.modality,
-            "dataset": self.layout.title,
-            "dataset_dir": str(self.dataset_dir),
-            "output_dir": str(self.output_dir),
-            "bundle_root": str(self.bundle_root),
-            "class_names": list(self.layout.class_names),
-            "settings": dict(self.settings),
-            "selection": self.selection(),
-            "seed": self.seed,
-            "val_fraction": self.val_fraction,
-            "test_fraction": None if self.layout.has_test_split else self.test_fraction,
-            "own_test_split": self.layout.has_test_split,
-            "resumed_from_epoch": self.resumed_from_epoch,
-            "changed_on_resume": dict(self.changed_on_resume) if self.resume else None,
-            "resume_forced": bool(self.resume and self.resume_force and self._conflicts),
-            "versions": {
-                "monai_assim": monai_assim.__version__,
-                "monai": monai.__version__,
-                "torch": torch.__version__,
-                "torchvision": torchvision.__version__,
-                "python": platform.python_version(),
-            },
-        }
-
-    def write_summary(self, fresh: bool = False, **extra: Any) -> Path:
-        """
-        Write (replace, atomically) ``<output_dir>/run_summary.json`` with :meth:`summary` and ``extra``,
-        updating the existing summary unless ``fresh``.
-        """
-        path = self.output_dir / SUMMARY_FILE
-        doc: dict[str, Any] = {} if fresh else (self._current_summary_file() or {})
-        doc.update(self.summary())
-        doc.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S"))
-        doc.update(extra)
-        return atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
-
-    def finish(self, trainer: Any, best_saver: Any = None, other_saver: Any = None) -> None:
-        """
-        Complete the run summary after training: epochs completed, early stop, the epoch ``best.pt`` holds
-        and its validation metrics (``best_metric`` is the rule's metric, ``val_robust_acc`` or ``val_acc``,
-        at that epoch), and the epoch of the other rule's checkpoint (``other_saver``).
-        """
-        if get_rank() != 0:
-            return
-        state = trainer.state
-        by_epoch = {int(e["epoch"]): e for e in self.epochs if "epoch" in e}
-        selection = self.selection()
-        best_epoch = getattr(best_saver, "best_epoch", None)
-        best = by_epoch.get(int(best_epoch)) if best_epoch is not None else None
-        metric = selection["metric"]
-        selection["best_epoch"] = best_epoch
-        if other_saver is not None and "robust_validation" in selection:
-            selection["other_checkpoint"] = {
-                "file": self.other_checkpoint[0],
-                "epoch": getattr(other_saver, "best_epoch", None),
-            }
-        best_metric = best.get(metric) if best is not None else getattr(best_saver, "best_metric", None)
-        self.write_summary(
-            selection=selection,
-            best_validation=best,
-            status="completed",
-            finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-            epochs_completed=int(state.epoch),
-            iterations_completed=int(state.iteration),
-            max_epochs=int(state.max_epochs),
-            stopped_early=int(state.epoch) < int(state.max_epochs),
-            best_metric=best_metric,
-            best_epoch=best_epoch,
-            best_metric_name=metric if best_saver is not None else None,
-            warnings=self.warnings,
-        )
-        if self.warnings:
-            epochs = sorted({int(w["epoch"]) for w in self.warnings})
-            logger.warning(
-                f"COLLAPSE GUARD: {len(self.warnings)} warning(s) in epoch(s) {', '.join(map(str, epochs))}; "
-                f"see 'warnings' in {self.output_dir / SUMMARY_FILE} before trusting this run."
-            )
-        self.release_folder()
-        if self.demo:
-            logger.warning(
-                f"DEMO DATA: this run trained on the synthetic demo set; see {self.output_dir / DEMO_NOTICE_FILE}"
-            )
-        logger.info(self.next_steps(best_metric, metric, best_epoch, int(state.epoch)))
-
-    def next_steps(self, best_metric: Any, metric: str, best_epoch: Any, epochs: int) -> str:
-        """
-        The block that ends a training run: where the run is, its best validation metric, and the commands
-        that evaluate it, apply it to images and export it (they need only the run folder, since evaluate,
-        inference and export read the network's settings from its summary).
-        """
-
-        def shown(path: Path) -> str:
-            try:
-                return str(path.relative_to(Path.cwd()))
-            except ValueError:
-                return str(path)
-
-        out, root = shown(self.output_dir), shown(self.bundle_root)
-        best = f"{best_metric:.4f}" if isinstance(best_metric, float) else str(best_metric)
-        bar = "=" * 100
-        return "\n".join(
-            [
-                bar,
-                f"training finished{' (DEMO DATA)' if self.demo else ''}: {epochs} epochs",
-                f"  run folder: {out}",
-                f"  best {metric}: {best} (epoch {best_epoch}, checkpoints/best.pt; summary in {SUMMARY_FILE})",
-                "next steps:",
-                "  # clean and adversarial accuracy on the test split -> <run>/eval/",
-                f"  python -m monai.bundle run --config_file {root}/evaluate.json --output_dir {out}",
-                "  # class probabilities of images -> <run>/inference/predictions.csv",
-                f"  python -m monai.bundle run --config_file {root}/inference.json --output_dir {out} --input <images>",
-                "  # a stand-alone bundle in MONAI's model-zoo layout",
-                f"  python -m monai_assim.bundle export {out} exports/{self.output_dir.name}",
-                bar,
-            ]
-        )

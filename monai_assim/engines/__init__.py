@@ -3,7 +3,6 @@
 from monai_assim.engines.adversarial_training import (
     ADVERSARIAL_TRAINING_MODES,
     AdversarialKeys,
-    AdversarialTraining,
     pgd_perturb,
     trades_kl,
 )
@@ -14,6 +13,7 @@ from monai_assim.engines.assimilation_trainer import (
 )
 from monai_assim.engines.collapse_guard import CollapseGuard
 from monai_assim.engines.selection import SELECT_BY, EpochSelection, selection_score
+from monai_assim.engines.steps import STEPS, make_step
 
 __all__ = [
     "AssimilationTrainer",
@@ -21,7 +21,8 @@ __all__ = [
     "assimilation_output_transform",
     "ADVERSARIAL_TRAINING_MODES",
     "AdversarialKeys",
-    "AdversarialTraining",
+    "STEPS",
+    "make_step",
     "pgd_perturb",
     "trades_kl",
     "SELECT_BY",

@@ -1,5 +1,6 @@
 r"""
-Adversarial training inside :class:`~monai_assim.engines.AssimilationTrainer`: PGD-AT and TRADES.
+Adversarial training inside :class:`~monai_assim.engines.AssimilationTrainer`: PGD-AT and TRADES
+(the attack and the KL here; each mode's whole step in :mod:`monai_assim.engines.steps`).
 
 Both craft L-inf adversarial examples against the WHOLE model (texture module T, colour module C, the
 backbone's normalisation and the backbone: the network as the evaluator calls it) in [0, 1] pixel space,
@@ -37,20 +38,18 @@ the clean half of the batch gives :math:`\mathrm{GLCM}(C(T(x)), x)`, the paper's
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from monai.utils.enums import StrEnum
 from torch import nn
 
 from monai_assim.robustness.attacks import check_eps, step_size
-from monai_assim.utils import as_class_indices, eval_mode, unwrap_module
+from monai_assim.utils import eval_mode
 
 __all__ = [
     "ADVERSARIAL_TRAINING_MODES",
     "AdversarialKeys",
-    "AdversarialTraining",
+    "check_attack",
     "eval_mode",
     "pgd_perturb",
     "trades_kl",
@@ -71,6 +70,14 @@ class AdversarialKeys(StrEnum):
 
 #: the logged adversarial-training scalars
 AT_LOG_KEYS = (AdversarialKeys.LOSS_ADV, AdversarialKeys.ACC_CLEAN, AdversarialKeys.ACC_ADV)
+
+
+def check_attack(eps: float, steps: int) -> tuple[float, int]:
+    """``(eps, steps)`` checked: eps in [0, 1] (:func:`~monai_assim.robustness.attacks.check_eps`), steps a positive int."""
+    eps = check_eps(eps)
+    if isinstance(steps, bool) or int(steps) != steps or int(steps) < 1:
+        raise ValueError(f"at_steps must be a positive int, got {steps!r}.")
+    return eps, int(steps)
 
 
 def trades_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
@@ -132,126 +139,3 @@ def pgd_perturb(
             delta = torch.clamp(adv - images, -eps, eps)
             adv = torch.clamp(images + delta, 0, 1).detach()
     return adv
-
-
-class AdversarialTraining:
-    """
-    The adversarial part of an :class:`~monai_assim.engines.AssimilationTrainer` iteration (see the module
-    docstring for the maths, the model mode and the GLCM term).
-
-    Args:
-        mode: ``"none"``, ``"pgd"`` or ``"trades"``.
-        eps: L-inf budget in [0, 1] pixel units (the bundles take it in units of 1/255).
-        steps: attack iterations T (step size ``2.5 * eps / T``).
-        ratio: PGD-AT: fraction of each batch replaced by adversarial examples, in (0, 1]
-            (``round(ratio * B)`` samples, at least 1; 1.0 = Madry).
-        beta: TRADES weight of the KL term.
-    """
-
-    def __init__(self, mode: str = "none", eps: float = 2 / 255, steps: int = 5, ratio: float = 1.0, beta: float = 6.0):
-        mode = str(mode).lower()
-        if mode not in ADVERSARIAL_TRAINING_MODES:
-            modes = ", ".join(ADVERSARIAL_TRAINING_MODES)
-            raise ValueError(f"adversarial_training must be one of {modes}, got {mode!r}.")
-        self.mode = mode
-        self.eps = check_eps(eps)
-        if isinstance(steps, bool) or int(steps) != steps or int(steps) < 1:
-            raise ValueError(f"at_steps must be a positive int, got {steps!r}.")
-        self.steps = int(steps)
-        if not 0.0 < float(ratio) <= 1.0:
-            raise ValueError(f"at_ratio must lie in (0, 1], got {ratio!r}.")
-        self.ratio = float(ratio)
-        if float(beta) < 0:
-            raise ValueError(f"trades_beta must be >= 0, got {beta!r}.")
-        self.beta = float(beta)
-
-    @property
-    def enabled(self) -> bool:
-        return self.mode != "none"
-
-    def forward(
-        self, engine: Any, x: torch.Tensor, y: torch.Tensor, args: tuple, kwargs: dict, with_glcm: bool
-    ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """
-        Craft the adversarial examples (eval mode) and run the training forward (train mode).
-
-        Returns:
-            the logits stored as ``pred`` (PGD-AT: of the mixed batch; TRADES: of the clean batch), and the
-            state :meth:`loss` needs.
-        """
-        net = unwrap_module(engine.network)
-        batch = x.shape[0]
-        with torch.no_grad(), eval_mode(net):
-            clean_logits = net(x)
-        labels = as_class_indices(y, int(clean_logits.shape[1]))
-        state: dict[str, Any] = {"labels": labels, "acc_clean": (clean_logits.argmax(1) == labels).float().mean()}
-        if self.mode == "pgd":
-            n_adv = min(batch, max(1, int(round(self.ratio * batch))))
-            adv = pgd_perturb(net, x[:n_adv], labels[:n_adv], self.eps, self.steps)
-            x_in = torch.cat([adv, x[n_adv:]]) if n_adv < batch else adv
-            state["n_adv"] = n_adv
-        else:
-            x_adv = pgd_perturb(net, x, None, self.eps, self.steps, target_logits=clean_logits)
-            x_in = torch.cat([x, x_adv])
-            state["x_adv"] = x_adv
-        state["x_in"] = x_in
-        if with_glcm:
-            logits, rgb = engine.inferer(x_in, engine.network, *args, return_assimilated=True, **kwargs)
-            state["rgb"] = rgb
-        else:
-            logits = engine.inferer(x_in, engine.network, *args, **kwargs)
-        state["logits"] = logits
-        return (logits[:batch] if self.mode == "trades" else logits), state
-
-    def loss(
-        self,
-        loss_fn: Any,
-        y: torch.Tensor,
-        x: torch.Tensor,
-        state: dict[str, Any],
-        with_glcm: bool,
-        assimilation_loss: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """
-        The objective and its detached terms: ``(loss, loss_ce, loss_glcm, {loss_adv, acc_clean, acc_adv})``.
-
-        PGD-AT: the trainer's loss on the mixed batch, the GLCM term against the clean images. TRADES:
-        ``alpha * (CE(clean) + beta * KL) + (1 - alpha) * GLCM(C(T(x)), x)`` with an assimilated network and
-        an AssimilationLoss (weight ``alpha``), else ``CE(clean) + beta * KL``.
-        """
-        logits = state["logits"].float()
-        labels = state["labels"]
-        batch = x.shape[0]
-        if self.mode == "pgd":
-            y_fit, logits_fit = y, logits
-            rgb = state["rgb"].float() if with_glcm else None
-        else:
-            y_fit, logits_fit = y, logits[:batch]
-            rgb = state["rgb"][:batch].float() if with_glcm else None
-        if with_glcm:
-            base = loss_fn(logits_fit, y_fit, rgb, x).mean()
-            loss_ce, loss_glcm = loss_fn.last_terms["ce"], loss_fn.last_terms["glcm"]
-            weight = loss_fn.alpha
-        else:
-            ce = loss_fn.cross_entropy if assimilation_loss else loss_fn
-            base = ce(logits_fit, y_fit).mean()
-            loss_ce, loss_glcm = base.detach(), torch.zeros_like(base.detach())
-            weight = 1.0
-        if self.mode == "pgd":
-            n_adv = state["n_adv"]
-            adv_logits = logits[:n_adv]
-            loss_adv = F.cross_entropy(adv_logits.detach(), labels[:n_adv])
-            loss = base
-        else:
-            adv_logits = logits[batch:]
-            kl = trades_kl(logits[:batch], adv_logits)
-            loss_adv = kl.detach()
-            loss = base + weight * self.beta * kl
-        acc_adv = (adv_logits.detach().argmax(1) == labels[: adv_logits.shape[0]]).float().mean()
-        extra = {
-            AdversarialKeys.LOSS_ADV: loss_adv.detach(),
-            AdversarialKeys.ACC_CLEAN: state["acc_clean"],
-            AdversarialKeys.ACC_ADV: acc_adv,
-            AdversarialKeys.IMAGE_ADV: (state["x_in"] if self.mode == "pgd" else state["x_adv"]).detach(),
-        }
-        return loss, loss_ce.detach(), loss_glcm.detach(), extra

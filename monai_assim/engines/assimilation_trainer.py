@@ -9,21 +9,13 @@ import torch
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.engines.workflow import Workflow
-from monai.utils.enums import CommonKeys as Keys, StrEnum
+from monai.utils.enums import CommonKeys as Keys
 
-from monai_assim.engines.adversarial_training import AT_LOG_KEYS, AdversarialTraining
-from monai_assim.losses.assimilation_loss import AssimilationLoss
-from monai_assim.networks.assimilation_net import AssimilationNet
+from monai_assim.engines.adversarial_training import AT_LOG_KEYS
+from monai_assim.engines.steps import AssimilationKeys, Objective, StepContext, make_step
 from monai_assim.utils import first_item, unwrap_module
 
 __all__ = ["AssimilationTrainer", "AssimilationKeys", "assimilation_output_transform"]
-
-
-class AssimilationKeys(StrEnum):
-    """Keys of the two loss terms that :class:`AssimilationTrainer` adds to ``engine.state.output``."""
-
-    LOSS_CE = "loss_ce"
-    LOSS_GLCM = "loss_glcm"
 
 
 #: the three logged scalars, in the order total, CE term, GLCM term
@@ -109,7 +101,7 @@ class AssimilationTrainer(SupervisedTrainer):
         trades_beta: float = 6.0,
         **kwargs: Any,
     ) -> None:
-        self.adversarial = AdversarialTraining(adversarial_training, at_eps, at_steps, at_ratio, trades_beta)
+        self.step = make_step(adversarial_training, at_eps, at_steps, at_ratio, trades_beta)
         super().__init__(*args, **kwargs)
 
     def run(self) -> None:  # type: ignore[override]
@@ -137,8 +129,10 @@ class AssimilationTrainer(SupervisedTrainer):
 
     def _iteration(self, engine: AssimilationTrainer, batchdata: dict[str, torch.Tensor]) -> dict:
         """
-        One training iteration; returns (and stores in ``engine.state.output``) the dict
-        ``{"image", "label", "pred", "loss", "loss_ce", "loss_glcm"}``.
+        One training iteration: ``engine.step`` (:mod:`monai_assim.engines.steps`) gives the prediction, the
+        loss and the terms to log; the events, gradient accumulation and optimiser step are those of
+        ``SupervisedTrainer``. Returns (and stores in ``engine.state.output``) ``{"image", "label", "pred",
+        "loss", "loss_ce", "loss_glcm"}`` and the step's other terms.
 
         Raises:
             ValueError: when ``batchdata`` is None.
@@ -146,69 +140,38 @@ class AssimilationTrainer(SupervisedTrainer):
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        if len(batch) == 2:
-            inputs, targets = batch
-            args: tuple = ()
-            kwargs: dict = {}
-        else:
-            inputs, targets, args, kwargs = batch
+        inputs, targets, args, kwargs = batch if len(batch) == 4 else (*batch, (), {})
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
         x, y = _plain(inputs), _plain(targets)
+        objective = Objective(engine.loss_function, unwrap_module(engine.network))
 
-        loss_fn = engine.loss_function
-        net = unwrap_module(engine.network)
-        assimilation_loss = isinstance(loss_fn, AssimilationLoss)
-        with_glcm = assimilation_loss and isinstance(net, AssimilationNet) and net.variant == "assimilated"
+        def forward(batch_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            if objective.with_glcm:
+                return engine.inferer(batch_in, engine.network, *args, return_assimilated=True, **kwargs)
+            return engine.inferer(batch_in, engine.network, *args, **kwargs), None
+
+        def amp() -> torch.autocast:
+            return torch.autocast(x.device.type, enabled=engine.amp, **engine.amp_kwargs)
 
         should_zero_grad, should_step = self._accumulation(engine)
         engine.network.train()
         if should_zero_grad:
             engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-
-        adversarial = engine.adversarial.enabled
-        with torch.autocast(x.device.type, enabled=engine.amp, **engine.amp_kwargs):
-            if adversarial:  # craft (eval mode), then the training forward
-                logits, at_state = engine.adversarial.forward(engine, x, y, args, kwargs, with_glcm)
-            elif with_glcm:
-                logits, rgb = engine.inferer(x, engine.network, *args, return_assimilated=True, **kwargs)
-            else:
-                logits = engine.inferer(x, engine.network, *args, **kwargs)
-        engine.state.output[Keys.PRED] = logits
+        pred, loss, terms = engine.step(StepContext(unwrap_module(engine.network), forward, objective, amp), x, y)
+        engine.state.output[Keys.PRED] = pred
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-
-        logits = logits.float()
-        if adversarial:
-            loss, loss_ce, loss_glcm, at_terms = engine.adversarial.loss(
-                loss_fn, y, x, at_state, with_glcm, assimilation_loss
-            )
-            engine.state.output.update(at_terms)
-        elif with_glcm:
-            loss = loss_fn(logits, y, rgb.float(), x).mean()
-            loss_ce, loss_glcm = loss_fn.last_terms["ce"], loss_fn.last_terms["glcm"]
-        elif assimilation_loss:
-            # the loss's own cross-entropy (same label conventions and reduction), no GLCM term
-            loss = loss_fn.cross_entropy(logits, y).mean()
-            loss_ce, loss_glcm = loss.detach(), torch.zeros_like(loss.detach())
-        else:
-            loss = loss_fn(logits, y).mean()
-            loss_ce, loss_glcm = loss.detach(), torch.zeros_like(loss.detach())
         engine.state.output[Keys.LOSS] = loss
-        engine.state.output[AssimilationKeys.LOSS_CE] = loss_ce.detach()
-        engine.state.output[AssimilationKeys.LOSS_GLCM] = loss_glcm.detach()
+        engine.state.output.update(terms)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
         acc = engine.accumulation_steps
         scaled = loss / acc if acc > 1 else loss
-        if engine.scaler is not None:
-            engine.scaler.scale(scaled).backward()
-        else:
-            scaled.backward()
+        (engine.scaler.scale(scaled) if engine.scaler is not None else scaled).backward()
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-        if should_step:
-            if engine.scaler is not None:
-                engine.scaler.step(engine.optimizer)
-                engine.scaler.update()
-            else:
-                engine.optimizer.step()
+        if should_step and engine.scaler is not None:
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        elif should_step:
+            engine.optimizer.step()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

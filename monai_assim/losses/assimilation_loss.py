@@ -23,8 +23,9 @@ class AssimilationLoss(_Loss):
         \\mathcal{L} = \\alpha\\, \\mathrm{CE}(z, y) + (1 - \\alpha)\\, \\ell_{\\mathrm{GLCM}}(C(T(x)), x)
 
     with ``z`` the logits, ``y`` the labels, ``C(T(x))`` the assimilated RGB image and ``x`` the original
-    gray image (see :class:`GLCMLoss`). After every call the two terms, reduced like the total and
-    detached, are kept in ``self.last_terms == {"ce": ..., "glcm": ...}`` for logging. The default
+    gray image (see :class:`GLCMLoss`). :meth:`terms` returns the total with its two terms (reduced like
+    the total, detached) for logging; a call also leaves them in ``self.last_terms`` (kept for existing
+    callers; the trainer reads :meth:`terms`). The default
     ``alpha`` is justified by the magnitudes of the two terms in ``docs/losses.md``.
     """
 
@@ -103,7 +104,13 @@ class AssimilationLoss(_Loss):
         Returns:
             ``alpha * CE + (1 - alpha) * GLCM``: a scalar, or ``(B,)`` with ``reduction="none"``.
         """
+        loss, self.last_terms = self.terms(logits, labels, assimilated, original)
+        return loss
+
+    def terms(
+        self, logits: torch.Tensor, labels: torch.Tensor, assimilated: torch.Tensor, original: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """As :meth:`forward`, returning ``(loss, {"ce": ..., "glcm": ...})``, the two terms detached."""
         ce = self.cross_entropy(logits, labels)
         texture = self.glcm(assimilated, original)
-        self.last_terms = {"ce": ce.detach(), "glcm": texture.detach()}
-        return self.alpha * ce + (1.0 - self.alpha) * texture
+        return self.alpha * ce + (1.0 - self.alpha) * texture, {"ce": ce.detach(), "glcm": texture.detach()}

@@ -1,0 +1,49 @@
+"""PGD-AT (Madry et al. 2018): train on a batch whose first ``round(ratio * B)`` samples are adversarial."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from monai_assim.engines.adversarial_training import AdversarialKeys as K, check_attack, pgd_perturb
+from monai_assim.engines.steps.base import StepContext, StepResult, accuracy
+from monai_assim.utils import as_class_indices, eval_mode
+
+__all__ = ["PGDStep"]
+
+
+class PGDStep:
+    """
+    Args:
+        eps: L-inf budget in [0, 1]. steps: attack iterations (step size ``2.5 * eps / steps``).
+        ratio: fraction of each batch replaced by adversarial examples, in (0, 1] (at least one sample).
+
+    The objective (with the GLCM term against the CLEAN image) is that of the mixed batch; ``acc_clean``
+    costs one no-grad eval-mode forward of the clean batch.
+    """
+
+    mode = "pgd"
+
+    def __init__(self, eps: float, steps: int, ratio: float = 1.0) -> None:
+        self.eps, self.steps = check_attack(eps, steps)
+        if not 0.0 < float(ratio) <= 1.0:
+            raise ValueError(f"at_ratio must lie in (0, 1], got {ratio!r}.")
+        self.ratio = float(ratio)
+
+    def __call__(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> StepResult:
+        batch = x.shape[0]
+        n_adv = min(batch, max(1, int(round(self.ratio * batch))))
+        with ctx.amp():
+            with torch.no_grad(), eval_mode(ctx.network):
+                clean = ctx.network(x)
+            labels = as_class_indices(y, int(clean.shape[1]))
+            adv = pgd_perturb(ctx.network, x[:n_adv], labels[:n_adv], self.eps, self.steps)
+            x_in = torch.cat([adv, x[n_adv:]]) if n_adv < batch else adv
+            logits, rgb = ctx.forward(x_in)
+        loss, terms = ctx.objective(logits, y, rgb, x)
+        adv_logits = logits[:n_adv].detach().float()
+        terms[K.LOSS_ADV] = F.cross_entropy(adv_logits, labels[:n_adv])
+        terms[K.ACC_CLEAN] = accuracy(clean, labels)
+        terms[K.ACC_ADV] = accuracy(adv_logits, labels[:n_adv])
+        terms[K.IMAGE_ADV] = x_in.detach()
+        return logits, loss, terms
