@@ -101,3 +101,17 @@ def test_truncated_checkpoint_ends_stderr(run_dir, tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert f"checkpoint {best} is unreadable (truncated or corrupt?)" in tail, tail
     assert "Hint: pass --checkpoint last" in tail and "retrain" in tail
+
+
+def test_import_leaves_excepthook_alone():
+    """Importing the package (bundle support included) leaves sys.excepthook as it was."""
+    code = "import sys, monai_assim, monai_assim.bundle, monai_assim.study; assert sys.excepthook is sys.__excepthook__"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("config", ["train.json", "evaluate.json", "inference.json", "multi_gpu_train.json"])
+def test_bundle_configs_install_the_hook_first(config):
+    """Every bundle config installs the user-error hook as its first initialize step."""
+    for path in sorted((REPO / "bundles").glob(f"*/{config}")):
+        assert json.loads(path.read_text())["initialize"][0] == "$monai_assim.errors.install_excepthook()", path
