@@ -86,7 +86,6 @@ __all__ = [
     "ARMS",
     "COMPARISON_COLUMNS",
     "DEFAULT_ARMS",
-    "RUNS",
     "assimilation_movement",
     "compare_results",
     "main",
@@ -109,11 +108,6 @@ ARMS: dict[str, dict[str, Any]] = {
 }
 #: the arms a study runs unless ``arms`` is given (``alpha1`` dropped by ``ablation=False``)
 DEFAULT_ARMS = ("vanilla", "assimilated", "alpha1")
-
-#: run name -> (variant, alpha or None for the bundle's default): the default arms, as before ARMS
-RUNS: dict[str, tuple[str, float | None]] = {
-    name: (ARMS[name]["variant"], ARMS[name].get("alpha")) for name in DEFAULT_ARMS
-}
 
 #: the white-box attacks of the paper, drawn as curves; the headline worst case adds the strong ensemble of
 #: the study's ``attack_budget`` (APGD-CE, APGD-margin, Square; :data:`monai_assim.robustness.attacks.ATTACK_BUDGETS`)

@@ -13,7 +13,7 @@ from monai_assim.stats import (
     paired_flips,
     read_per_image,
 )
-from monai_assim.study import ARMS, DEFAULT_ARMS, RUNS, main
+from monai_assim.study import ARMS, DEFAULT_ARMS, main
 
 
 def _rows(clean, pgd, n=4):
@@ -93,8 +93,8 @@ def test_mcnemar_exact_matches_scipy_binomtest(b, c):
 
 
 def test_arms_keep_the_default_runs():
-    assert list(RUNS) == list(DEFAULT_ARMS) == ["vanilla", "assimilated", "alpha1"]
-    assert RUNS["alpha1"] == ("assimilated", 1.0) and RUNS["vanilla"] == ("vanilla", None)
+    assert list(DEFAULT_ARMS) == ["vanilla", "assimilated", "alpha1"]
+    assert ARMS["alpha1"] == {"variant": "assimilated", "alpha": 1.0} and ARMS["vanilla"] == {"variant": "vanilla"}
     assert ARMS["assimilated_pgdat"] == {"variant": "assimilated", "adversarial_training": "pgd"}
     assert ARMS["vanilla_trades"]["adversarial_training"] == "trades"
     with pytest.raises(SystemExit):

@@ -13,9 +13,9 @@ from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 from torch import nn
 
-from monai_assim.losses.glcm_loss import LUMA_BT601, GLCMLoss
+from monai_assim.losses.glcm_loss import GLCMLoss
 from monai_assim.networks.output_map import saturation
-from monai_assim.utils import first_item, output_tensor, unwrap_module
+from monai_assim.utils import LUMA_BT601, first_item, output_tensor, rgb_to_grey, unwrap_module
 
 __all__ = ["AssimilationMovement", "assimilation_distances", "chroma", "grey", "grey_level_map"]
 
@@ -32,8 +32,7 @@ def grey(rgb: torch.Tensor, luma: Sequence[float] = LUMA_BT601) -> torch.Tensor:
         raise ValueError(f"expected (B, 3, H, W) or (B, 1, H, W), got {tuple(rgb.shape)}.")
     if rgb.shape[1] == 1:
         return rgb
-    w = torch.as_tensor(luma, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
-    return (rgb * w).sum(1, keepdim=True)
+    return rgb_to_grey(rgb, luma)
 
 
 def chroma(rgb: torch.Tensor) -> torch.Tensor:
