@@ -79,6 +79,7 @@ from typing import Any
 
 import torch
 
+from monai_assim.bundle.templates import bundles_dir
 from monai_assim.robustness.compare import COMPARISON_COLUMNS, compare_results
 from monai_assim.visualize.examples_plot import plot_examples
 
@@ -119,7 +120,7 @@ JOB_LOG = "study_job.log"
 
 
 def _bundle_files(bundle: str, bundle_root: str | Path | None) -> Path:
-    root = Path(bundle_root) if bundle_root is not None else Path(__file__).resolve().parents[1] / "bundles" / bundle
+    root = Path(bundle_root) if bundle_root is not None else bundles_dir() / bundle
     if not (root / "train.json").is_file():
         raise ValueError(f"bundle folder {root} has no train.json; pass --bundle_root <path to bundles/{bundle}>.")
     return root
