@@ -8,35 +8,17 @@ import json
 import pytest
 import torch
 import torchattacks
+from helpers.attack_checks import BATCH, direct_accuracy, tuple_loader
+from helpers.tiny_nets import TinyNet, synthetic_data, trained_tiny_net
 from ignite.engine import Engine, Events
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import MetricsSaver, ValidationHandler
-from test_attacks import TinyNet, synthetic_data, trained_tiny_net
 
 from monai_assim.handlers import RESULT_COLUMNS, AdversarialRobustnessHandler, robustness_metric_names
-
-BATCH = 16
-
-
-def tuple_loader(n: int = 32, seed: int = 2, label_fn=None):
-    x, y = synthetic_data(n, seed=seed)
-    labels = y if label_fn is None else label_fn(y)
-    return [(x[i : i + BATCH], labels[i : i + BATCH]) for i in range(0, n, BATCH)], x, y
 
 
 def plain_engine() -> Engine:
     return Engine(lambda engine, batch: None)
-
-
-def direct_accuracy(net, x, y, make_attack, seed: int) -> float:
-    """torchattacks called directly, batch i seeded with seed + i (the handler's documented rule)."""
-    correct = 0
-    for i in range(0, len(x), BATCH):
-        torch.manual_seed(seed + i // BATCH)
-        adv = make_attack()(x[i : i + BATCH], y[i : i + BATCH])
-        with torch.no_grad():
-            correct += int((net(adv).argmax(1) == y[i : i + BATCH]).sum())
-    return correct / len(x)
 
 
 def test_handler_equals_torchattacks_and_writes_files(tmp_path):

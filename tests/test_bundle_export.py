@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_bundles import PYTHON, REPO, TINY_EVAL_KW, TINY_KW, run_ok, tiny_dataset
+from helpers.bundle_runs import PYTHON, REPO, TINY_EVAL_KW, TINY_KW, run_ok, tiny_dataset
 
 from monai_assim.bundle import export_bundle, labelled_images, list_images
 from monai_assim.bundle.export import bundle_file, exported_config

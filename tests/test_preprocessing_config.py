@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import SHARED_DIR
+from helpers.mixed_formats import parse, write_mixed_folder
 from monai.transforms import Compose, Resize
-from test_mixed_formats import parse, write_mixed_folder
 
 from monai_assim.bundle import run_setting
 from monai_assim.data import image_transforms, make_synthetic_dataset

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.tiny_nets import synthetic_data, trained_tiny_net
 from ignite.engine import Engine
 from monai.data import DataLoader
-from test_attacks import synthetic_data, trained_tiny_net
 
 from monai_assim.handlers import AdversarialRobustnessHandler
 from monai_assim.robustness import (

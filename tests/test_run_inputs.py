@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_run_setup import setup
+from helpers.run_setup import setup
 
 from monai_assim.data import make_synthetic_dataset
 from monai_assim.errors import MissingInputError, UserInputError, find_user_error
@@ -231,7 +231,7 @@ def _fake_run(run: Path, images: list[Path], **settings) -> Path:
 def test_evaluate_and_inference_build_the_runs_network(tmp_path, data, settings):
     """--output_dir alone: the network of the run (variant, backbone, T/C sizes, classes), its weights load."""
     import torch
-    from test_mixed_formats import parse
+    from helpers.mixed_formats import parse
 
     images = sorted((data / "test").rglob("*.jpeg"))[:2]
     run = _fake_run(tmp_path / "run", images, **settings)
@@ -251,7 +251,7 @@ def test_a_run_older_than_the_output_map_evaluates_with_the_clamp(tmp_path, data
     import json
 
     import torch
-    from test_mixed_formats import parse
+    from helpers.mixed_formats import parse
 
     images = sorted((data / "test").rglob("*.jpeg"))[:2]
     run = _fake_run(tmp_path / "run", images, variant="assimilated", backbone="mobilenet_v2", assimilation_map="clamp")
@@ -268,7 +268,7 @@ def test_a_run_older_than_the_output_map_evaluates_with_the_clamp(tmp_path, data
 
 def test_explicit_setting_that_conflicts_with_the_run(tmp_path, data):
     """--backbone resnet18 against a mobilenet_v2 run: one line naming both values and the summary."""
-    from test_mixed_formats import parse
+    from helpers.mixed_formats import parse
 
     run = _fake_run(tmp_path / "run", [], variant="vanilla", backbone="mobilenet_v2")
     for config in ("evaluate.json", "inference.json"):
