@@ -89,7 +89,7 @@ def test_metadata_required_fields(modality):
         assert not [k for k in tensor_keys if k not in spec]
     assert (image["num_channels"], image["spatial_shape"], image["value_range"]) == (1, [224, 224], [0, 1])
     assert pred["num_channels"] == 2 and len(pred["channel_def"]) == 2
-    assert pred["type"] == "logits", "the network returns logits (issue 27, item 7)"
+    assert pred["type"] == "logits", "the network returns logits"
     assert (BUNDLES / modality / "LICENSE").is_file() and (BUNDLES / modality / "README.md").is_file()
     assert "Apache License" in (BUNDLES / modality / "LICENSE").read_text()
 

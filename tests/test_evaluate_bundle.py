@@ -1,4 +1,4 @@
-"""evaluate.json as a user runs it (issue 14, items 10-12): the cost and progress log, Square by default (or
+"""evaluate.json as a user runs it: the cost and progress log, Square by default (or
 the exact override that adds it), and --compare_with reading the saved results of both runs."""
 
 from __future__ import annotations

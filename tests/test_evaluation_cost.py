@@ -1,5 +1,5 @@
 """The cost model of an adversarial evaluation (monai_assim.attack_cost) and the handler's cost, time and
-progress log lines (issue 14, item 10)."""
+progress log lines."""
 
 from __future__ import annotations
 

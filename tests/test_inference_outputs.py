@@ -1,5 +1,5 @@
 """
-Inference on imperfect folders and its outputs (issue 14, items 1 and 4): unreadable files are skipped and
+Inference on imperfect folders and its outputs: unreadable files are skipped and
 listed in ``errors.csv`` (``--strict True`` fails instead), ``predictions.csv`` has a header, class names and
 probabilities, is written once and atomically, and a failed run leaves no earlier ``predictions.csv``.
 
@@ -287,7 +287,7 @@ def test_class_names_from_the_run_summary(tmp_path):
     assert run_class_names("auto", tmp_path) == ["no tumour", "tumour"]
     assert run_class_names(["no tumour", "tumour"], tmp_path) == ["no tumour", "tumour"]
     with pytest.raises(ValueError, match=r"--class_names \['x', 'y'\] conflicts with the run's class_names"):
-        run_class_names(["x", "y"], tmp_path)  # issue 27, item 1: the run's class names, or an error
+        run_class_names(["x", "y"], tmp_path)  # the run's class names, or an error
     assert run_class_names(["x", "y"], tmp_path / "elsewhere") == ["x", "y"]  # no run to compare with
     config = json.loads((REPO / INFERENCE).read_text())
     assert config["class_names"] == "auto"  # a top-level key an exported bundle can set

@@ -1,5 +1,5 @@
 """
-DICOM and NIfTI are accepted wherever PNG/JPEG are (issue 14, item 3): one DataLoader batch of a
+DICOM and NIfTI are accepted wherever PNG/JPEG are: one DataLoader batch of a
 folder holding an 8-bit PNG, a 16-bit PNG, an RGB JPEG, a 2D DICOM and a NIfTI, through the bundles'
 own inference and evaluation pipelines, gives the right pixels. Before :class:`SqueezeTo2Dd` made
 a DICOM's metadata 2D, batching failed with "stack expects each tensor to be equal size, but got [3]

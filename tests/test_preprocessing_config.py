@@ -1,7 +1,6 @@
 """
-The bundles' preprocessing, spelled out in JSON as a ``Compose`` of transform classes (issue 10, section
-2): the same tensors as :func:`monai_assim.data.image_transforms`, edits in the JSON (or as command-line
-overrides) take effect, the image size is set once, and the values ``"auto"`` became are logged and
+The bundles' preprocessing, spelled out in JSON as a ``Compose`` of transform classes: the same
+tensors as :func:`monai_assim.data.image_transforms`, edits in the JSON (or as command-line overrides) take effect, the image size is set once, and the values ``"auto"`` became are logged and
 recorded in the run summary.
 """
 

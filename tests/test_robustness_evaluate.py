@@ -1,4 +1,4 @@
-"""The functional core without Ignite (issue 28): evaluate(model, loader, plan) equals the handler, the plan is
+"""The functional core without Ignite: evaluate(model, loader, plan) equals the handler, the plan is
 built once and read by the cost model and the metric names, and the old import paths still work."""
 
 from __future__ import annotations

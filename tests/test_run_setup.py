@@ -1,7 +1,7 @@
 """
 RunSetup before training: resume against the recorded settings (conflicts, defaults, history), nothing
 written until the inputs are known good, failure marking; and the readable end of a bundle command
-that fails on a user error (issue 14, items 5-7).
+that fails on a user error.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """
-Errors a user causes in evaluate.json and inference.json end stderr with the project's message and hint
-(issue 14, item 7), as train.json's do (tests/test_run_setup.py): a missing --input, an unknown attack,
-an eps out of range. The run folder is a stand-in (summary and an untrained checkpoint): the errors come
+Errors a user causes in evaluate.json and inference.json end stderr with the project's message and hint,
+as train.json's do (tests/test_run_setup.py): a missing --input, an unknown attack, an eps out of range. The run folder is a stand-in (summary and an untrained checkpoint): the errors come
 before any image is classified.
 """
 
@@ -89,7 +88,7 @@ def test_debug_option_in_inference(run_dir, tmp_path):
 
 @pytest.mark.slow
 def test_truncated_checkpoint_ends_stderr(run_dir, tmp_path):
-    """Issue 27, item 2: evaluate.json with best.pt cut to 5 kB ends with the file, 'unreadable' and the hint."""
+    """evaluate.json with best.pt cut to 5 kB ends with the file, 'unreadable' and the hint."""
     import shutil
 
     run = tmp_path / "run"
