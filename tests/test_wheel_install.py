@@ -19,6 +19,7 @@ import venv
 from pathlib import Path
 
 import pytest
+from helpers.bundle_runs import TINY
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,18 +106,6 @@ def test_wheel_exports_a_run_and_runs_a_study(tmp_path):
         work,
         env,
     )
-    tiny = [
-        "--image_size",
-        "32",
-        "--epochs",
-        "1",
-        "--batch_size",
-        "8",
-        "--backbone",
-        "mobilenet_v2",
-        "--pretrained",
-        "none",
-    ]
     chest_xray = bundles / "chest_xray"
     train = [
         "-m",
@@ -127,7 +116,7 @@ def test_wheel_exports_a_run_and_runs_a_study(tmp_path):
         "--bundle_root",
         str(chest_xray),
     ]
-    _run([str(python), *train, "--dataset_dir", str(data), "--output_dir", str(run), *tiny], work, env)
+    _run([str(python), *train, "--dataset_dir", str(data), "--output_dir", str(run), *TINY], work, env)
     out = _run([str(python), "-m", "monai_assim.bundle", "export", str(run), str(work / "exported")], work, env)
     assert "exported" in out and (work / "exported" / "configs" / "inference.json").is_file()
     assert (work / "exported" / "models" / "model.pt").is_file() and (work / "exported" / "LICENSE").is_file()
