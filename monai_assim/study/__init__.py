@@ -68,6 +68,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from monai_assim.metrics.assimilation import MOVEMENT_KEYS, assimilation_movement
 from monai_assim.robustness.compare import COMPARISON_COLUMNS, compare_results
 from monai_assim.study.cli import main
 from monai_assim.study.plan import ARMS, DEFAULT_ARMS, STUDY_ATTACKS, StudyOptions, StudyPlan, plan_study
@@ -79,7 +80,7 @@ from monai_assim.study.report import (  # the notes: what the tables say about t
     write_paired,
     write_reports,
 )
-from monai_assim.study.run import MOVEMENT_KEYS, assimilation_movement, run_job, run_jobs
+from monai_assim.study.run import run_job, run_jobs
 from monai_assim.visualize.examples_plot import plot_examples
 
 __all__ = [

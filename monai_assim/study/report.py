@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
+from monai_assim.metrics.assimilation import MOVEMENT_KEYS, assimilation_movement
 from monai_assim.robustness.compare import compare_results
 from monai_assim.study.plan import ARMS, MOVEMENT_FILE, PER_IMAGE_FILE, StudyOptions, StudyPlan
-from monai_assim.study.run import MOVEMENT_KEYS, _example_images, _load_network, assimilation_movement
+from monai_assim.study.run import _example_images, _load_network
 from monai_assim.utils import atomic_write_csv, atomic_write_text
 from monai_assim.visualize.examples_plot import plot_examples
 
