@@ -55,8 +55,8 @@ def measure(run: Path) -> dict:
     """Clean accuracy, predicted classes, saturation and movement of ``best.pt`` on the run's test split."""
     from monai_assim.bundle import checkpoint_path, load_datalist, load_run_summary
     from monai_assim.data import image_transforms
+    from monai_assim.metrics import assimilation_movement
     from monai_assim.networks import AssimilationNet, saturation
-    from monai_assim.study import assimilation_movement
 
     summary = load_run_summary(run)
     s = summary["settings"]

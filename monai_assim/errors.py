@@ -7,8 +7,9 @@ The checks raise :class:`UserInputError` (a ``ValueError``) or :class:`MissingIn
 ``FileNotFoundError``), carrying the message and a hint saying how to fix it. MONAI's config parser
 wraps whatever a config expression raises in a ``RuntimeError("Failed to evaluate ConfigExpression
 ...")``, so the message of a bundle command would end up 40 lines above the end of a 60-135 line
-traceback. :func:`install_excepthook` (called when ``monai_assim.bundle`` is imported, which every
-bundle config does) therefore replaces ``sys.excepthook`` for errors whose chain holds a
+traceback. :func:`install_excepthook` (the first ``initialize`` step of every bundle config, and the
+first step of the command-line entry points; importing the package changes nothing) therefore
+replaces ``sys.excepthook`` for errors whose chain holds a
 ``UserInputError``: the full traceback goes to a log file (:func:`error_log_dir`), and stderr ends
 with the message and the hint. Set ``MONAI_ASSIM_DEBUG=1`` (or pass ``--debug True`` to any bundle config)
 to print the full traceback as well. Any other exception goes to the previous hook unchanged.

@@ -6,7 +6,7 @@ import csv
 import json
 
 import pytest
-from test_bundles import BUNDLES, TINY, bundle_cmd, run_ok, tiny_dataset
+from helpers.bundle_runs import BUNDLES, TINY, bundle_cmd, run_ok, tiny_dataset
 
 from monai_assim.robustness_results import PER_IMAGE_COLUMNS
 

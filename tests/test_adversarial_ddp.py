@@ -8,8 +8,8 @@ import socket
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers.tiny_nets import TinyNet, synthetic_data, trained_tiny_net
 from ignite.engine import Engine
-from test_attacks import TinyNet, synthetic_data, trained_tiny_net
 
 from monai_assim.handlers import AdversarialRobustnessHandler
 

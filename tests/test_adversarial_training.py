@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchattacks
+from helpers.textured import OUTPUT_KEYS, textured_dataset, textured_net
 from monai.data import DataLoader
 from monai.engines import SupervisedTrainer
-from test_assimilation_trainer import OUTPUT_KEYS, _dataset, _textured_net
 
 from monai_assim.attacks import build_attack, run_attack
 from monai_assim.engines import AssimilationTrainer, assimilation_output_transform, pgd_perturb, trades_kl
@@ -57,7 +57,7 @@ def _textured(net: SmallNet, seed: int) -> SmallNet:
 
 
 def _trainer(net, loss, n=8, batch=4, iterations=1, trainer_cls=AssimilationTrainer, data=None, **kw):
-    loader = DataLoader(data if data is not None else _dataset(n, seed=1), batch_size=batch, shuffle=False)
+    loader = DataLoader(data if data is not None else textured_dataset(n, seed=1), batch_size=batch, shuffle=False)
     return trainer_cls(
         device="cpu",
         max_epochs=1,
@@ -74,7 +74,7 @@ def _trainer(net, loss, n=8, batch=4, iterations=1, trainer_cls=AssimilationTrai
 def test_pgd_perturb_is_torchattacks_pgd_on_the_whole_model():
     torch.manual_seed(0)
     net = _textured(SmallNet(), 1).eval()
-    x = torch.stack([d["image"] for d in _dataset(6)])
+    x = torch.stack([d["image"] for d in textured_dataset(6)])
     y = torch.tensor([0, 1] * 3)
     torch.manual_seed(3)
     ours = pgd_perturb(net, x, y, EPS, steps=4)
@@ -115,7 +115,7 @@ def test_bn_running_stats_after_an_at_step_equal_a_plain_step_on_the_adversarial
     at = _trainer(net, torch.nn.CrossEntropyLoss(), adversarial_training="pgd", at_eps=EPS, at_steps=3)
     at.run()
     out = at.state.output
-    x = torch.stack([d["image"] for d in _dataset(8, seed=1)[:4]])
+    x = torch.stack([d["image"] for d in textured_dataset(8, seed=1)[:4]])
     adv = out["image_adv"]
     assert not torch.equal(adv, x) and (adv - x).abs().max() <= EPS + 1e-6
     plain = _trainer(
@@ -151,14 +151,14 @@ def test_none_is_bit_identical_to_todays_trainer():
 
 
 def test_pgd_at_on_the_assimilated_net_trains_t_and_c_with_the_clean_glcm_reference():
-    net = _textured_net(2)
+    net = textured_net(2)
     before = copy.deepcopy(net)
     loss = AssimilationLoss(alpha=0.5)
     trainer = _trainer(net, loss, adversarial_training="pgd", at_eps=EPS, at_steps=2, at_ratio=0.5)
     torch.manual_seed(0)
     trainer.run()
     out = trainer.state.output
-    x = torch.stack([d["image"] for d in _dataset(8, seed=1)[:4]])
+    x = torch.stack([d["image"] for d in textured_dataset(8, seed=1)[:4]])
     x_in = out["image_adv"]
     assert torch.equal(x_in[2:], x[2:]) and not torch.equal(x_in[:2], x[:2])  # ratio 0.5: 2 of 4 replaced
     assert (x_in - x).abs().max() <= EPS + 1e-6
@@ -188,7 +188,7 @@ def test_trades_objective():
     )
     trainer.run()
     out = trainer.state.output
-    x = torch.stack([d["image"] for d in _dataset(8, seed=1)[:4]])
+    x = torch.stack([d["image"] for d in textured_dataset(8, seed=1)[:4]])
     y = torch.tensor([0, 1, 0, 1])
     adv = out["image_adv"]
     assert (adv - x).abs().max() <= EPS + 1e-6 and adv.min() >= 0 and adv.max() <= 1
@@ -210,7 +210,7 @@ def test_trades_objective():
 
 def test_trades_on_the_assimilated_net_weights_ce_and_kl_by_alpha():
     """TRADES with the GLCM objective: alpha * (CE + beta * KL) + (1 - alpha) * GLCM(C(T(x)), x)."""
-    net = _textured_net(2)
+    net = textured_net(2)
     before = copy.deepcopy(net)
     beta = 3.0
     trainer = _trainer(
@@ -219,7 +219,7 @@ def test_trades_on_the_assimilated_net_weights_ce_and_kl_by_alpha():
     torch.manual_seed(0)
     trainer.run()
     out = trainer.state.output
-    x = torch.stack([d["image"] for d in _dataset(8, seed=1)[:4]])
+    x = torch.stack([d["image"] for d in textured_dataset(8, seed=1)[:4]])
     y = torch.tensor([0, 1, 0, 1])
     with torch.no_grad():
         before.train()

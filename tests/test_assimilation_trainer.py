@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.textured import OUTPUT_KEYS, SIZE, textured_dataset, textured_net
 from ignite.engine import Events
 from monai.bundle import ckpt_export
 from monai.data import DataLoader
@@ -21,41 +22,15 @@ from monai_assim.engines import AssimilationTrainer, assimilation_output_transfo
 from monai_assim.losses import AssimilationLoss, GLCMLoss
 from monai_assim.networks import AssimilationNet
 
-SIZE = 40  # 2 x 2 GLCM windows of the default 20 pixels
-OUTPUT_KEYS = {"image", "label", "pred", "loss", "loss_ce", "loss_glcm"}
-
-
-def _dataset(n: int, seed: int = 0) -> list[dict]:
-    """Class 0: smooth random blobs; class 1: the same with fine-grained noise (a texture difference)."""
-    gen = torch.Generator().manual_seed(seed)
-    items = []
-    for i in range(n):
-        smooth = F.avg_pool2d(torch.rand(1, 1, SIZE + 8, SIZE + 8, generator=gen), 9, 1)[0]
-        smooth = (smooth - smooth.min()) / (smooth.max() - smooth.min())
-        if i % 2:
-            smooth = 0.7 * smooth + 0.3 * torch.rand(1, SIZE, SIZE, generator=gen)
-        items.append({"image": smooth.clamp(0, 1), "label": i % 2})
-    return items
-
-
-def _textured_net(seed: int = 0) -> AssimilationNet:
-    """An assimilated ResNet18 whose T starts away from the identity, so the GLCM term starts above 0."""
-    torch.manual_seed(seed)
-    net = AssimilationNet("resnet18", num_classes=2)
-    with torch.no_grad():
-        for p in net.texture.residual[-1].parameters():
-            p.normal_(0.0, 0.2)
-    return net
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Train an assimilated net for 5 epochs x 4 iterations with StatsHandler, TensorBoard and a checkpoint."""
     tmp = tmp_path_factory.mktemp("train")
-    net = _textured_net()
+    net = textured_net()
     loss = AssimilationLoss(alpha=0.5)
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
-    loader = DataLoader(_dataset(32), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(textured_dataset(32), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
     logger = logging.getLogger("assimilation_trainer_test")
     records: list[str] = []
 
@@ -155,7 +130,7 @@ def test_events_and_handlers_of_the_monai_machinery(trained, tmp_path):
 
 def _run(trainer_cls, net, loss, accumulation_steps, iterations=3):
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    loader = DataLoader(_dataset(16, seed=1), batch_size=4, shuffle=False)
+    loader = DataLoader(textured_dataset(16, seed=1), batch_size=4, shuffle=False)
     trainer = trainer_cls(
         device="cpu",
         max_epochs=1,
@@ -190,8 +165,8 @@ def test_reduces_to_supervised_trainer_without_the_glcm_term(case, accumulation_
 
 def test_amp_flag_is_device_agnostic():
     """amp=True on this CPU: bfloat16 autocast for the forward, no GradScaler, float32 loss."""
-    net = _textured_net(1)
-    loader = DataLoader(_dataset(8), batch_size=4)
+    net = textured_net(1)
+    loader = DataLoader(textured_dataset(8), batch_size=4)
     trainer = AssimilationTrainer(
         device="cpu",
         max_epochs=1,

@@ -11,10 +11,10 @@ import json
 
 import pytest
 import torch
+from helpers.bundle_runs import BUNDLES, TINY, bundle_cmd, run_ok, tiny_dataset
+from helpers.tiny_nets import synthetic_data, trained_tiny_net
 from ignite.engine import Engine
 from monai.bundle import ConfigParser
-from test_attacks import synthetic_data, trained_tiny_net
-from test_bundles import BUNDLES, TINY, bundle_cmd, run_ok, tiny_dataset
 
 from monai_assim.attacks import ATTACK_BUDGETS, attack_budget, convergence_members, describe_attack
 from monai_assim.errors import UserInputError

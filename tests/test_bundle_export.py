@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_bundles import PYTHON, REPO, TINY_EVAL_KW, TINY_KW, run_ok, tiny_dataset
+from helpers.bundle_runs import PYTHON, REPO, TINY_EVAL_KW, TINY_KW, run_ok, tiny_dataset
 
 from monai_assim.bundle import export_bundle, labelled_images, list_images
 from monai_assim.bundle.export import bundle_file, exported_config
@@ -284,7 +284,7 @@ def test_demo_run_says_so(run, tmp_path):
 
 
 def test_single_class_run_says_so(run, tmp_path):
-    """A run whose evaluation found a single predicted class says so in metadata.json and the README (issue 26)."""
+    """A run whose evaluation found a single predicted class says so in metadata.json and the README."""
     for flag in (True, False):
         copy = tmp_path / f"run_{flag}"
         shutil.copytree(run["out"], copy, ignore=shutil.ignore_patterns("tensorboard", "inference"))
@@ -404,7 +404,7 @@ def test_exported_metadata_names_the_headline(tmp_path):
 
 def test_exported_metadata_types_logits_and_names_the_attacks(tmp_path):
     """
-    Issue 27, item 7: the exported output is typed as the logits the network returns, eval_metrics holds the
+    The exported output is typed as the logits the network returns, eval_metrics holds the
     worst case per eps as flat numbers, and "robustness" names threat model, attacks and selection rule, also
     for an evaluation without the strong ensemble.
     """

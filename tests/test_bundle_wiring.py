@@ -1,5 +1,5 @@
 """
-Wiring of train.json that a bundle run must show (issue 10, section 3), checked on tiny in-process
+Wiring of train.json that a bundle run must show, checked on tiny in-process
 trainings of the real config (``monai.bundle.ConfigWorkflow``, the object ``python -m monai.bundle run``
 drives):
 

@@ -12,82 +12,29 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.bundle_runs import (
+    BUNDLES,
+    PYTHON,
+    REPO,
+    TINY,
+    TINY_EVAL,
+    TINY_EVAL_KW,
+    TINY_KW,
+    bundle_cmd,
+    bundle_env,
+    run_ok,
+    tiny_dataset,
+)
 
-from monai_assim.data import MODALITIES, make_synthetic_dataset
+from monai_assim.data import MODALITIES
 from monai_assim.handlers import AtomicCheckpointSaver, atomic_torch_save
-
-REPO = Path(__file__).resolve().parents[1]
-BUNDLES = REPO / "bundles"
-PYTHON = sys.executable
-
-#: command-line overrides that make a bundle run tiny: 32x32 images, one epoch, no weights to download.
-TINY = [
-    "--image_size",
-    "32",
-    "--epochs",
-    "1",
-    "--batch_size",
-    "8",
-    "--backbone",
-    "mobilenet_v2",
-    "--pretrained",
-    "none",
-]
-#: one cheap attack and eps for evaluate.json, no ensemble (the default is the paper's 4 attacks x 8 eps and
-#: the standard ensemble, tested in test_attack_budget.py).
-TINY_EVAL = [
-    "--backbone",
-    "mobilenet_v2",
-    "--attacks",
-    "['FGSM']",
-    "--eps",
-    "[0.03]",
-    "--check_eps",
-    "$None",
-    "--attack_budget",
-    "none",
-]
-#: the same as keyword arguments of ``monai.bundle.run``.
-TINY_KW = {"image_size": 32, "epochs": 1, "batch_size": 8, "backbone": "mobilenet_v2", "pretrained": "none"}
-TINY_EVAL_KW = {
-    "backbone": "mobilenet_v2",
-    "attacks": ["FGSM"],
-    "eps": [0.03],
-    "check_eps": "$None",
-    "attack_budget": "none",
-}
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "2")
-    return env
-
-
-def bundle_cmd(config: str | list[str], *args: str) -> list[str]:
-    files = config if isinstance(config, str) else "[" + ",".join(f"'{c}'" for c in config) + "]"
-    return [PYTHON, "-m", "monai.bundle", "run", "--config_file", files, *args]
-
-
-def run_ok(cmd: list[str], cwd: Path = REPO, timeout: int = 900) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"command failed ({proc.returncode}): {' '.join(cmd)}\n{out[-6000:]}"
-    return out
-
-
-def tiny_dataset(root: Path, modality: str, n: int = 6) -> Path:
-    """A synthetic data set in ``modality``'s real layout, ``n`` images of 32 px per class folder."""
-    return make_synthetic_dataset(root / modality, modality, n_per_class=n, size=32, seed=1)
 
 
 def test_fire_is_installed():
@@ -142,7 +89,7 @@ def test_metadata_required_fields(modality):
         assert not [k for k in tensor_keys if k not in spec]
     assert (image["num_channels"], image["spatial_shape"], image["value_range"]) == (1, [224, 224], [0, 1])
     assert pred["num_channels"] == 2 and len(pred["channel_def"]) == 2
-    assert pred["type"] == "logits", "the network returns logits (issue 27, item 7)"
+    assert pred["type"] == "logits", "the network returns logits"
     assert (BUNDLES / modality / "LICENSE").is_file() and (BUNDLES / modality / "README.md").is_file()
     assert "Apache License" in (BUNDLES / modality / "LICENSE").read_text()
 
@@ -304,7 +251,7 @@ def test_resume_after_kill(tmp_path):
     last, epochs = out / "checkpoints" / "last.pt", 4
     proc = subprocess.Popen(
         bundle_cmd("bundles/chest_xray/train.json", *args, "--epochs", str(epochs)),
-        cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO, env=bundle_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     loads, deadline = 0, time.time() + 180
     try:
@@ -347,7 +294,7 @@ def test_torchrun_gloo_two_processes(tmp_path):
         "run", "--config_file", "['bundles/chest_ct/train.json','bundles/chest_ct/multi_gpu_train.json']",
         "--dataset_dir", str(data), "--output_dir", str(out), *TINY,
     ]  # fmt: skip
-    env = _env()
+    env = bundle_env()
     env["OMP_NUM_THREADS"] = "1"
     env["CUDA_VISIBLE_DEVICES"] = ""  # gloo on the CPU also on a GPU machine (two ranks cannot share one GPU with NCCL)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)

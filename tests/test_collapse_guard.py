@@ -1,4 +1,4 @@
-"""The collapse guard in training and the single-class line of the robustness report (issue 26)."""
+"""The collapse guard in training and the single-class line of the robustness report."""
 
 from __future__ import annotations
 

@@ -16,12 +16,12 @@ import json
 
 import pytest
 import torch
+from helpers.attack_checks import BATCH, direct_accuracy, tuple_loader
+from helpers.bundle_runs import bundle_cmd, run_ok, tiny_dataset
+from helpers.textured import textured_dataset, textured_net
+from helpers.tiny_nets import trained_tiny_net
 from monai.data import DataLoader
 from monai.engines.utils import IterationEvents
-from test_adversarial_handler import BATCH, direct_accuracy, tuple_loader
-from test_assimilation_trainer import _dataset, _textured_net
-from test_attacks import trained_tiny_net
-from test_bundles import bundle_cmd, run_ok, tiny_dataset
 
 from monai_assim.engines import AssimilationTrainer
 from monai_assim.glcm import SUPPORTED_FEATURES, glcm_features
@@ -33,8 +33,8 @@ pytestmark = pytest.mark.cuda
 
 def _train(device: str, amp: bool, iterations: int = 2):
     """Train a textured assimilated ResNet18 for ``iterations`` iterations; returns (trainer, net, pred dtypes)."""
-    net = _textured_net(1).to(device)
-    loader = DataLoader(_dataset(4 * iterations), batch_size=4)
+    net = textured_net(1).to(device)
+    loader = DataLoader(textured_dataset(4 * iterations), batch_size=4)
     trainer = AssimilationTrainer(
         device=torch.device(device), max_epochs=1, train_data_loader=loader, network=net,
         optimizer=torch.optim.SGD(net.parameters(), lr=0.01), loss_function=AssimilationLoss(alpha=0.5),
@@ -48,7 +48,7 @@ def _train(device: str, amp: bool, iterations: int = 2):
 
 def test_trainer_amp_on_cuda_uses_float16_and_a_grad_scaler():
     """amp=True on CUDA: float16 autocast for the forward, a GradScaler, a float32 loss; the weights move."""
-    before = copy.deepcopy(_textured_net(1).state_dict())
+    before = copy.deepcopy(textured_net(1).state_dict())
     trainer, net, dtypes = _train("cuda", amp=True)
     assert isinstance(trainer.scaler, torch.amp.GradScaler)
     assert dtypes == [torch.float16, torch.float16]

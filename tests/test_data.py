@@ -331,7 +331,7 @@ def test_one_image_rule_for_training_and_inference(tmp_path):
 
 
 def test_every_bad_file_in_one_pass(small_set):
-    """Issue 14 item 8: one error names every corrupt file and every layout problem, not only the first."""
+    """One error names every corrupt file and every layout problem, not only the first."""
     root = small_set("chest_xray")
     bad = [sorted((root / split / "NORMAL").glob("*.jpeg"))[0] for split in ("train", "test")]
     for p in bad:
@@ -351,7 +351,7 @@ def test_every_bad_file_in_one_pass(small_set):
 
 
 def test_uncapped_balanced_counts_recorded(small_set, tmp_path, caplog):
-    """Issue 14 item 9: per-folder and balanced counts before the max_per_class cap, logged and in splits.json."""
+    """Per-folder and balanced counts before the max_per_class cap, logged and in splits.json."""
     root = small_set("breast_ultrasound")  # 4 images per class folder: 4 + 4 (label 0) vs 4 (label 1)
     with caplog.at_level("INFO", logger="monai_assim.data.splits"):
         lists = build_datalists(root, "breast_ultrasound", output_dir=tmp_path / "out", max_per_class=1)

@@ -1,4 +1,4 @@
-"""evaluate.json as a user runs it (issue 14, items 10-12): the cost and progress log, Square by default (or
+"""evaluate.json as a user runs it: the cost and progress log, Square by default (or
 the exact override that adds it), and --compare_with reading the saved results of both runs."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import re
 import shutil
 
 import pytest
+from helpers.bundle_runs import BUNDLES, TINY, bundle_cmd, run_ok, tiny_dataset
 from monai.bundle import ConfigParser
-from test_bundles import BUNDLES, TINY, bundle_cmd, run_ok, tiny_dataset
 
 from monai_assim.handlers import AdversarialRobustnessHandler
 from monai_assim.robustness_results import write_results
@@ -48,8 +48,8 @@ def test_square_attack_eps_default_follows_the_grid():
 
 def test_square_at_an_eps_without_white_box_says_so(tmp_path):
     """Square run only at an eps no white-box attack ran at: the report says the comparison is unavailable."""
+    from helpers.tiny_nets import synthetic_data, trained_tiny_net
     from ignite.engine import Engine
-    from test_attacks import synthetic_data, trained_tiny_net
 
     x, y = synthetic_data(8, seed=1)
     handler = AdversarialRobustnessHandler(

@@ -1,5 +1,5 @@
 """
-Inference on imperfect folders and its outputs (issue 14, items 1 and 4): unreadable files are skipped and
+Inference on imperfect folders and its outputs: unreadable files are skipped and
 listed in ``errors.csv`` (``--strict True`` fails instead), ``predictions.csv`` has a header, class names and
 probabilities, is written once and atomically, and a failed run leaves no earlier ``predictions.csv``.
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.bundle_runs import REPO, TINY, TINY_EVAL, bundle_cmd, bundle_env, run_ok, tiny_dataset
 from PIL import Image
-from test_bundles import REPO, TINY, TINY_EVAL, _env, bundle_cmd, run_ok, tiny_dataset
 
 from monai_assim.data import ERROR_KEY, SOURCE_KEY, ReadableDataset, require_readable, split_readable
 from monai_assim.handlers import ERRORS_COLUMNS, PredictionSaver, prediction_columns
@@ -63,7 +63,7 @@ def _bad_images(folder: Path) -> list[Path]:
 def _infer(run_dir: Path, input_dir: Path, pred_dir: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = bundle_cmd(INFERENCE, "--output_dir", str(run_dir), "--backbone", "mobilenet_v2", "--input", str(input_dir),
                      "--predictions_dir", str(pred_dir), *args)  # fmt: skip
-    return subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=600)
 
 
 def _read_csv(path: Path) -> list[list[str]]:
@@ -186,7 +186,7 @@ def test_evaluation_fails_naming_every_unreadable_test_image(run_dir, tmp_path):
     splits["test"] += [{"image": str(p), "label": 0} for p in bad]
     splits_path.write_text(json.dumps(splits))
     cmd = bundle_cmd("bundles/chest_ct/evaluate.json", "--output_dir", str(run), *TINY_EVAL)
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert f"2 of {len(splits['test'])} images cannot be read" in log
@@ -287,7 +287,7 @@ def test_class_names_from_the_run_summary(tmp_path):
     assert run_class_names("auto", tmp_path) == ["no tumour", "tumour"]
     assert run_class_names(["no tumour", "tumour"], tmp_path) == ["no tumour", "tumour"]
     with pytest.raises(ValueError, match=r"--class_names \['x', 'y'\] conflicts with the run's class_names"):
-        run_class_names(["x", "y"], tmp_path)  # issue 27, item 1: the run's class names, or an error
+        run_class_names(["x", "y"], tmp_path)  # the run's class names, or an error
     assert run_class_names(["x", "y"], tmp_path / "elsewhere") == ["x", "y"]  # no run to compare with
     config = json.loads((REPO / INFERENCE).read_text())
     assert config["class_names"] == "auto"  # a top-level key an exported bundle can set

@@ -1,4 +1,4 @@
-"""The output map of T and C: a module pushed out of range must get a gradient and come back (issue 26)."""
+"""The output map of T and C: a module pushed out of range must get a gradient and come back."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """
-The bundles' preprocessing, spelled out in JSON as a ``Compose`` of transform classes (issue 10, section
-2): the same tensors as :func:`monai_assim.data.image_transforms`, edits in the JSON (or as command-line
-overrides) take effect, the image size is set once, and the values ``"auto"`` became are logged and
+The bundles' preprocessing, spelled out in JSON as a ``Compose`` of transform classes: the same
+tensors as :func:`monai_assim.data.image_transforms`, edits in the JSON (or as command-line overrides) take effect, the image size is set once, and the values ``"auto"`` became are logged and
 recorded in the run summary.
 """
 
@@ -15,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import SHARED_DIR
+from helpers.mixed_formats import parse, write_mixed_folder
 from monai.transforms import Compose, Resize
-from test_mixed_formats import parse, write_mixed_folder
 
 from monai_assim.bundle import run_setting
 from monai_assim.data import image_transforms, make_synthetic_dataset

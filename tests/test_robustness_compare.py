@@ -1,4 +1,4 @@
-"""Comparing two runs' saved robustness results (issue 14, item 12): read from the JSON without attacking,
+"""Comparing two runs' saved robustness results: read from the JSON without attacking,
 written to files of their own, identical curves kept visible."""
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.tiny_nets import synthetic_data, trained_tiny_net
 from ignite.engine import Engine
 from PIL import Image
-from test_attacks import synthetic_data, trained_tiny_net
 
 from monai_assim.handlers import AdversarialRobustnessHandler
 from monai_assim.visualize import load_robustness_rows, plot_robustness

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 import torchattacks
+from helpers.tiny_nets import synthetic_data, trained_tiny_net
 from ignite.engine import Engine, Events
 from monai.data import DataLoader, MetaTensor
 from monai.engines import SupervisedEvaluator
 from monai.handlers import MetricsSaver
-from test_attacks import synthetic_data, trained_tiny_net
 
 from monai_assim.attacks import APGDMargin, build_attack, margin_loss, parse_attacks, run_attack
 from monai_assim.handlers import AdversarialRobustnessHandler, robustness_metric_names

@@ -1,5 +1,5 @@
 """
-What a user meets around a run (issue 27): the checks of a run's inputs in the order that names the real
+What a user meets around a run: the checks of a run's inputs in the order that names the real
 problem, an unwritable output folder, an unreadable checkpoint, one writer per run folder, the settings of a
 run followed by evaluate/inference/export.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_run_setup import setup
+from helpers.run_setup import setup
 
 from monai_assim.data import make_synthetic_dataset
 from monai_assim.errors import MissingInputError, UserInputError, find_user_error
@@ -20,7 +20,7 @@ def data(tmp_path) -> Path:
     return make_synthetic_dataset(tmp_path / "data", "chest_xray", n_per_class=4, size=16, seed=0)
 
 
-# ------------------------------------------------------------------------------------------- item 5: check order
+# ------------------------------------------------------------------------------------------- check order
 def test_data_path_error_comes_before_missing_weights(tmp_path, data, monkeypatch):
     """A typo in --dataset_dir with --pretrained imagenet offline: the data error, not 'download the weights'."""
     import monai_assim.networks
@@ -38,7 +38,7 @@ def test_data_path_error_comes_before_missing_weights(tmp_path, data, monkeypatc
     assert not (tmp_path / "run").exists()
 
 
-# ------------------------------------------------------------------------------ item 3: unwritable output folder
+# ------------------------------------------------------------------------------ unwritable output folder
 def test_unwritable_output_dir_is_an_input_error(tmp_path, data):
     """--output_dir that cannot be created or written: a user error naming it, raised with the other input checks."""
     from monai_assim.bundle import check_writable_dir
@@ -59,7 +59,7 @@ def test_unwritable_output_dir_is_an_input_error(tmp_path, data):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "data"]
 
 
-# ------------------------------------------------------------------------------- item 2: unreadable checkpoint
+# ------------------------------------------------------------------------------- unreadable checkpoint
 def _truncate(path: Path, size: int = 5000) -> None:
     path.write_bytes(path.read_bytes()[:size])
 
@@ -90,7 +90,7 @@ def test_truncated_checkpoint_is_named(tmp_path, data):
     assert "--output_dir" in err.value.hint
 
 
-# ---------------------------------------------------------------------------------- item 4: one writer per run
+# ---------------------------------------------------------------------------------- one writer per run
 def _lock_doc(pid: int, **extra) -> str:
     import json
     import socket
@@ -199,7 +199,7 @@ def test_resume_of_a_killed_run_takes_its_lock_over(tmp_path, data):
     resumed.release_folder()
 
 
-# ------------------------------------------------------------------------ item 1: a run's settings follow it
+# ------------------------------------------------------------------------ a run's settings follow it
 def _fake_run(run: Path, images: list[Path], **settings) -> Path:
     """A run folder as evaluate/inference read it: summary, split lists and best.pt of an untrained network."""
     import json
@@ -231,7 +231,7 @@ def _fake_run(run: Path, images: list[Path], **settings) -> Path:
 def test_evaluate_and_inference_build_the_runs_network(tmp_path, data, settings):
     """--output_dir alone: the network of the run (variant, backbone, T/C sizes, classes), its weights load."""
     import torch
-    from test_mixed_formats import parse
+    from helpers.mixed_formats import parse
 
     images = sorted((data / "test").rglob("*.jpeg"))[:2]
     run = _fake_run(tmp_path / "run", images, **settings)
@@ -251,7 +251,7 @@ def test_a_run_older_than_the_output_map_evaluates_with_the_clamp(tmp_path, data
     import json
 
     import torch
-    from test_mixed_formats import parse
+    from helpers.mixed_formats import parse
 
     images = sorted((data / "test").rglob("*.jpeg"))[:2]
     run = _fake_run(tmp_path / "run", images, variant="assimilated", backbone="mobilenet_v2", assimilation_map="clamp")
@@ -268,7 +268,7 @@ def test_a_run_older_than_the_output_map_evaluates_with_the_clamp(tmp_path, data
 
 def test_explicit_setting_that_conflicts_with_the_run(tmp_path, data):
     """--backbone resnet18 against a mobilenet_v2 run: one line naming both values and the summary."""
-    from test_mixed_formats import parse
+    from helpers.mixed_formats import parse
 
     run = _fake_run(tmp_path / "run", [], variant="vanilla", backbone="mobilenet_v2")
     for config in ("evaluate.json", "inference.json"):
@@ -309,12 +309,12 @@ def test_export_takes_the_network_from_the_run(tmp_path):
     assert exported_config("inference.json", summary)["texture_features"] == 8
 
 
-# ------------------------------------------------------------------------------------ item 6: a demo that learns
+# ------------------------------------------------------------------------------------ a demo that learns
 def test_demo_chest_xray_classes_separate_by_a_simple_statistic():
     """
     The demo set's class signal is strong: on the README command's chest X-ray demo images (96 px, 60 per
     class), the bright tail of the lung fields (95th percentile minus median) alone ranks pneumonia above
-    normal for at least 99% of the pairs (about 0.88 with the fainter lesions before issue 27).
+    normal for at least 99% of the pairs (about 0.88 with the fainter lesions of the first demo set).
     """
     import numpy as np
 

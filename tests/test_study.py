@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from monai_assim.study import COMPARISON_COLUMNS, RUNS, compare_results, main, plot_examples
+from monai_assim.study import COMPARISON_COLUMNS, DEFAULT_ARMS, compare_results, main, plot_examples
 from monai_assim.visualize import load_robustness_rows
 
 
@@ -57,7 +57,7 @@ def study_dir(tmp_path_factory):
 
 @pytest.mark.slow
 def test_study_outputs_and_columns(study_dir):
-    names = list(RUNS)
+    names = list(DEFAULT_ARMS)
     for f in ("comparison.csv", "comparison.md", "robustness.png", "examples.png", "study.json"):
         assert (study_dir / f).is_file(), f
     for png in ("robustness.png", "examples.png"):
@@ -89,7 +89,7 @@ def test_study_outputs_and_columns(study_dir):
 def test_study_table_equals_result_files(study_dir):
     with open(study_dir / "comparison.csv") as f:
         table = list(csv.DictReader(f))
-    for name in RUNS:
+    for name in DEFAULT_ARMS:
         per_run = load_robustness_rows(str(study_dir / "runs" / name / "eval" / "robustness.csv"))
         assert len(per_run) == len(table)
         for a, b in zip(table, per_run):

@@ -13,7 +13,7 @@ from monai_assim.stats import (
     paired_flips,
     read_per_image,
 )
-from monai_assim.study import ARMS, DEFAULT_ARMS, RUNS, main
+from monai_assim.study import ARMS, DEFAULT_ARMS, main
 
 
 def _rows(clean, pgd, n=4):
@@ -93,8 +93,8 @@ def test_mcnemar_exact_matches_scipy_binomtest(b, c):
 
 
 def test_arms_keep_the_default_runs():
-    assert list(RUNS) == list(DEFAULT_ARMS) == ["vanilla", "assimilated", "alpha1"]
-    assert RUNS["alpha1"] == ("assimilated", 1.0) and RUNS["vanilla"] == ("vanilla", None)
+    assert list(DEFAULT_ARMS) == ["vanilla", "assimilated", "alpha1"]
+    assert ARMS["alpha1"] == {"variant": "assimilated", "alpha": 1.0} and ARMS["vanilla"] == {"variant": "vanilla"}
     assert ARMS["assimilated_pgdat"] == {"variant": "assimilated", "adversarial_training": "pgd"}
     assert ARMS["vanilla_trades"]["adversarial_training"] == "trades"
     with pytest.raises(SystemExit):
@@ -264,3 +264,35 @@ def test_worst_case_and_structure_checks_reach_the_chosen_evaluations(monkeypatc
     assert kwargs == [{"loss": "ce", "steps": 3, "n_restarts": 1}]
     with pytest.raises(ValueError, match="unknown arms"):
         main(["--output_dir", str(tmp_path), "--structure_checks", "nonsense"])
+
+
+def test_run_study_takes_options(monkeypatch, tmp_path):
+    """run_study(StudyOptions(...), **changes) plans the same jobs as the keyword form."""
+    import monai_assim.study as study
+
+    specs = []
+
+    class _Stop(Exception):
+        pass
+
+    def fake_run_job(spec):
+        specs.append(spec)
+        raise _Stop
+
+    monkeypatch.setattr(study, "run_job", fake_run_job)
+    with pytest.raises(_Stop):
+        study.run_study("chest_xray", output_dir=tmp_path, arms=["vanilla"], epochs=1)
+    with pytest.raises(_Stop):
+        study.run_study(study.StudyOptions(output_dir=tmp_path, arms=["vanilla"]), epochs=1)
+    assert len(specs) == 2 and specs[0] == specs[1] and specs[0]["train_override"]["epochs"] == 1
+
+
+def test_finished_job_is_kept_and_skipped(tmp_path):
+    """A (seed, arm) whose evaluation exists is neither trained nor evaluated again: a study runs in parts."""
+    from monai_assim.study import run_job
+
+    run = tmp_path / "runs" / "vanilla"
+    (run / "eval").mkdir(parents=True)
+    (run / "eval" / "robustness.json").write_text("{}")
+    spec = {"bundle_root": str(tmp_path / "no_bundle"), "run_dir": str(run), "train_override": {}, "eval_override": {}}
+    assert run_job(spec) == {"train_s": 0.0, "evaluate_s": 0.0, "skipped": ["train", "evaluate"]}

@@ -10,14 +10,13 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from monai_assim.data.transforms import LUMA_WEIGHTS
-from monai_assim.losses.glcm_loss import LUMA_BT601 as LOSS_LUMA
 from monai_assim.utils import (
     LUMA_BT601,
     as_class_indices,
     atomic_write_csv,
     atomic_write_text,
     get_rank,
+    rgb_to_grey,
     unwrap_module,
 )
 
@@ -92,5 +91,22 @@ def test_as_class_indices():
 
 
 def test_one_luma_constant():
-    assert LUMA_WEIGHTS is LUMA_BT601 and LOSS_LUMA is LUMA_BT601
+    import monai_assim.data.transforms as data_transforms
+    import monai_assim.glcm as glcm
+    import monai_assim.losses.glcm_loss as glcm_loss
+    import monai_assim.study as study
+
     assert LUMA_BT601 == (0.299, 0.587, 0.114)
+    # the 0.1.0 aliases are gone: one name per constant and helper
+    assert not hasattr(data_transforms, "LUMA_WEIGHTS") and "LUMA_BT601" not in glcm_loss.__all__
+    assert not hasattr(glcm, "_check_features") and not hasattr(study, "RUNS")
+
+
+def test_rgb_to_grey_is_the_bt601_luma():
+    rgb = torch.rand(2, 4, 5, 6, requires_grad=True)
+    grey = rgb_to_grey(rgb)
+    expected = 0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3]
+    assert grey.shape == (2, 1, 5, 6) and torch.allclose(grey, expected)
+    assert torch.allclose(rgb_to_grey(rgb[0], dim=0), expected[0])
+    grey.sum().backward()
+    assert torch.allclose(rgb.grad[0, :, 0, 0], torch.tensor([0.299, 0.587, 0.114, 0.0]))

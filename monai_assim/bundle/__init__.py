@@ -1,7 +1,5 @@
 """Support code for the MONAI bundles in ``bundles/``: run preparation, run outputs, config generation, export."""
 
-from monai_assim.errors import install_excepthook
-
 from .export import bundle_file, export_bundle, labelled_images
 from .run_files import (
     check_checkpoint,
@@ -14,8 +12,6 @@ from .run_files import (
     run_setting,
 )
 from .run_setup import DEMO_NOTICE_FILE, SUMMARY_FILE, RunSetup, default_output_dir, find_dataset
-
-install_excepthook()  # user errors of a bundle command end stderr with their message and hint
 
 __all__ = [
     "DEMO_NOTICE_FILE",

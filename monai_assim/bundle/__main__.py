@@ -46,4 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from monai_assim.errors import install_excepthook
+
+    install_excepthook()  # a user error ends stderr with its message and hint
     sys.exit(main())

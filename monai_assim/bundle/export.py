@@ -42,13 +42,15 @@ import torch
 
 from monai_assim.bundle.run_files import checkpoint_path, load_run_summary, recorded_setting
 from monai_assim.bundle.run_setup import DEMO_NOTICE_FILE
+from monai_assim.bundle.templates import bundles_dir
 from monai_assim.data.layouts import get_layout
 from monai_assim.errors import MissingInputError, UserInputError
 
 __all__ = ["BUNDLES_DIR", "EXPORTED_CONFIGS", "bundle_file", "export_bundle", "exported_config", "labelled_images"]
 
-#: the repository's ``bundles`` folder: templates (``common/``), per-modality metadata and licence.
-BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
+#: the ``bundles`` folder (the repository's, or the package's copy in a wheel install): templates
+#: (``common/``), per-modality metadata and licence.
+BUNDLES_DIR = bundles_dir()
 #: configs of ``bundles/common`` written into an exported bundle.
 EXPORTED_CONFIGS = ("inference.json", "evaluate.json")
 #: the exported bundle's version (the first release of a bundle).

@@ -15,12 +15,11 @@ from .splits import (
     write_datalists,
 )
 from .synthetic import make_synthetic_dataset
-from .transforms import LUMA_WEIGHTS, image_transforms, spatial_size, squeeze_to_2d, to_grey_unit
+from .transforms import image_transforms, spatial_size, squeeze_to_2d, to_grey_unit
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "LAYOUTS",
-    "LUMA_WEIGHTS",
     "MODALITIES",
     "SPLITS",
     "DatalistPlan",

@@ -33,13 +33,8 @@ from monai.transforms import (
 
 from monai_assim.transforms.grey_unit import ToGreyUnit, ToGreyUnitd
 from monai_assim.transforms.squeeze_2d import SqueezeTo2D, SqueezeTo2Dd
-from monai_assim.utils.image import LUMA_BT601
 
-__all__ = ["LUMA_WEIGHTS", "image_transforms", "spatial_size", "squeeze_to_2d", "to_grey_unit"]
-
-#: the ITU-R BT.601 luma weights of (R, G, B), the same as PIL's ``convert("L")``; an alias of
-#: :data:`monai_assim.utils.LUMA_BT601`, kept for existing imports.
-LUMA_WEIGHTS = LUMA_BT601
+__all__ = ["image_transforms", "spatial_size", "squeeze_to_2d", "to_grey_unit"]
 
 
 def squeeze_to_2d(img):

@@ -35,9 +35,6 @@ from monai_assim.glcm.offsets import DEFAULT_ANGLES, glcm_offset
 from monai_assim.glcm.quantization import quantize, soft_memberships
 from monai_assim.glcm.texture import glcm_features, sot_matrix
 
-#: Former private name of :func:`check_features`, kept importable.
-_check_features = check_features
-
 __all__ = [
     "SUPPORTED_FEATURES",
     "PAPER_FEATURES",

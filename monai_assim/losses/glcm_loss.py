@@ -10,9 +10,9 @@ from monai.utils import LossReduction, look_up_option
 from torch.nn.modules.loss import _Loss
 
 from monai_assim.glcm import DEFAULT_ANGLES, PAPER_FEATURES, check_features, glcm_features
-from monai_assim.utils.image import LUMA_BT601  # ITU-R BT.601 (R, G, B) weights; importable from here too
+from monai_assim.utils.image import LUMA_BT601, rgb_to_grey
 
-__all__ = ["GLCMLoss", "LUMA_BT601", "feature_ranges"]
+__all__ = ["GLCMLoss", "feature_ranges"]
 
 # tolerance on the [0, 1] range of the inputs before they are clamped (float rounding of RGB -> gray)
 _RANGE_TOL = 1e-4
@@ -119,7 +119,7 @@ class GLCMLoss(_Loss):
         if not (-_RANGE_TOL <= lo and hi <= 1.0 + _RANGE_TOL):
             raise ValueError(f"{name} values must lie on [0, 1], got min {lo} and max {hi}.")
         if img.shape[1] == 3:
-            img = (img * self.luma.to(img).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            img = rgb_to_grey(img, self.luma)
         return img.clamp(0.0, 1.0)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,10 @@
 """Metrics of domain assimilation (how far T and C moved the images) and of validation (robust accuracy, predicted classes)."""
 
 from monai_assim.metrics.assimilation import (
+    MOVEMENT_KEYS,
     AssimilationMovement,
     assimilation_distances,
+    assimilation_movement,
     chroma,
     grey,
     grey_level_map,
@@ -13,11 +15,13 @@ from monai_assim.metrics.robust_accuracy import ROBUST_VALIDATION_ATTACKS, Robus
 
 __all__ = [
     "AssimilationMovement",
+    "MOVEMENT_KEYS",
     "GREY_LEVEL_MAPS",
     "PredictedClassCount",
     "ROBUST_VALIDATION_ATTACKS",
     "RobustAccuracy",
     "assimilation_distances",
+    "assimilation_movement",
     "chroma",
     "glcm_invariance",
     "grey",

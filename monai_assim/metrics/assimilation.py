@@ -13,11 +13,19 @@ from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 from torch import nn
 
-from monai_assim.losses.glcm_loss import LUMA_BT601, GLCMLoss
+from monai_assim.losses.glcm_loss import GLCMLoss
 from monai_assim.networks.output_map import saturation
-from monai_assim.utils import first_item, output_tensor, unwrap_module
+from monai_assim.utils import LUMA_BT601, first_item, output_tensor, rgb_to_grey, unwrap_module
 
-__all__ = ["AssimilationMovement", "assimilation_distances", "chroma", "grey", "grey_level_map"]
+__all__ = [
+    "MOVEMENT_KEYS",
+    "AssimilationMovement",
+    "assimilation_distances",
+    "assimilation_movement",
+    "chroma",
+    "grey",
+    "grey_level_map",
+]
 
 #: what ``glcm`` may be in :class:`AssimilationMovement` besides a loss: take ``loss_glcm`` from the output
 FROM_OUTPUT = "output"
@@ -32,8 +40,7 @@ def grey(rgb: torch.Tensor, luma: Sequence[float] = LUMA_BT601) -> torch.Tensor:
         raise ValueError(f"expected (B, 3, H, W) or (B, 1, H, W), got {tuple(rgb.shape)}.")
     if rgb.shape[1] == 1:
         return rgb
-    w = torch.as_tensor(luma, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
-    return (rgb * w).sum(1, keepdim=True)
+    return rgb_to_grey(rgb, luma)
 
 
 def chroma(rgb: torch.Tensor) -> torch.Tensor:
@@ -101,6 +108,39 @@ def assimilation_distances(
         finally:
             loss.reduction = reduction
     return out
+
+
+#: what :func:`assimilation_movement` reports (means over the images; intensities on [0, 1])
+MOVEMENT_KEYS = ("grey_shift", "map_shift", "texture_shift", "chroma", "glcm", "grey_correlation")
+
+
+def assimilation_movement(modules: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
+    r"""
+    How far trained T and C move images, and whether they use the freedom the GLCM loss leaves.
+
+    With ``y = gray(C(T(x)))`` (BT.601 luma, what the GLCM loss sees) on ``images`` ``(N, 1, H, W)``, the
+    means over the images of (see :func:`monai_assim.metrics.assimilation_distances`): ``grey_shift``
+    :math:`|y - x|`; ``map_shift`` :math:`|m(x) - x|`, the part a global grey-level map :math:`m`
+    explains (an inversion, a gamma curve, a shift); ``texture_shift`` :math:`|y - m(x)|`, the rest;
+    ``chroma``, the distance from grey, which the GLCM loss cannot see (it reads only the luma);
+    ``glcm``, the GLCM term (``GLCMLoss()``, the bundles' settings, ``target_std`` over these images);
+    ``grey_correlation``, the Pearson correlation of ``y`` and ``x`` (-1: inverted grey levels, which the
+    five GLCM features do not see either, see :func:`monai_assim.metrics.glcm_invariance`). A trained
+    T/C uses the freedom when ``map_shift`` or ``chroma`` is large while ``glcm`` stays small.
+
+    Args:
+        modules: anything with ``assimilate(x)`` (an AssimilationNet) or a module ``(N, 1, H, W) -> (N, 3, H, W)``.
+        images: ``(N, 1, H, W)`` on [0, 1].
+    """
+    param = next(modules.parameters(), None)
+    x = images.float().to(param.device if param is not None else images.device)
+    with torch.no_grad():
+        rgb = modules.assimilate(x) if hasattr(modules, "assimilate") else modules(x)
+        d = assimilation_distances(rgb, x, GLCMLoss())
+        y, xf = grey(rgb.float()).flatten(1), x.flatten(1)
+        yc, xc = y - y.mean(1, keepdim=True), xf - xf.mean(1, keepdim=True)
+        d["grey_correlation"] = (yc * xc).sum(1) / (yc.norm(dim=1) * xc.norm(dim=1)).clamp_min(1e-12)
+    return {k: float(d[k].mean()) for k in MOVEMENT_KEYS}
 
 
 class AssimilationMovement(Metric):

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from monai_assim.utils import unwrap_module
+
 __all__ = ["ASSIMILATION_PREFIXES", "param_groups"]
 
 #: state-dict prefixes of the assimilation modules T and C inside an AssimilationNet
 ASSIMILATION_PREFIXES = ("texture.", "color.")
-# prefixes added by DataParallel / DistributedDataParallel and torch.compile
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-def _own_name(name: str) -> str:
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in _WRAPPER_PREFIXES:
-            if name.startswith(prefix):
-                name, stripped = name[len(prefix) :], True
-    return name
 
 
 def param_groups(network: nn.Module, lr: float, assimilation_lr: float | None = None) -> list[dict]:
@@ -47,8 +37,8 @@ def param_groups(network: nn.Module, lr: float, assimilation_lr: float | None = 
     if assimilation_lr is not None and assimilation_lr <= 0:
         raise ValueError(f"assimilation_lr must be > 0 or None, got {assimilation_lr}.")
     backbone, assimilation = [], []
-    for name, param in network.named_parameters():
-        (assimilation if _own_name(name).startswith(ASSIMILATION_PREFIXES) else backbone).append(param)
+    for name, param in unwrap_module(network).named_parameters():
+        (assimilation if name.startswith(ASSIMILATION_PREFIXES) else backbone).append(param)
     groups = [{"name": "backbone", "params": backbone, "lr": float(lr)}]
     if assimilation:
         groups.append(

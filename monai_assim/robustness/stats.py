@@ -11,7 +11,7 @@ from typing import Any
 
 from monai_assim.robustness.results import row_key
 
-__all__ = ["aggregate_over_seeds", "mcnemar_exact", "mean_over_seeds"]
+__all__ = ["aggregate_over_seeds", "mcnemar_exact", "mean_and_spread", "mean_over_seeds"]
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -29,7 +29,8 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2.0 * tail)
 
 
-def _stats(values: Sequence[float]) -> dict[str, float | None]:
+def mean_and_spread(values: Sequence[float]) -> dict[str, float | None]:
+    """``{"mean", "std", "min", "max"}`` of ``values`` (at least one); ``std`` is the sample std, ``None`` for one value."""
     n = len(values)
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
@@ -72,7 +73,7 @@ def aggregate_over_seeds(results: Mapping[Any, Mapping[str, Sequence[Mapping[str
                     "role": key[3],
                     "n_seeds": len(values),
                     "n_images": sum(n for _, n in collected[key]) / len(values),
-                    **_stats(values),
+                    **mean_and_spread(values),
                 }
             )
     return out

@@ -14,7 +14,7 @@ from monai.data.meta_obj import get_track_meta
 from monai.transforms.transform import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
-from monai_assim.utils.image import LUMA_BT601
+from monai_assim.utils.image import rgb_to_grey
 
 __all__ = ["ToGreyUnit", "ToGreyUnitd", "ToGreyUnitD", "ToGreyUnitDict"]
 
@@ -60,8 +60,7 @@ class ToGreyUnit(Transform):
         dtype = img_t.dtype
         x = img_t.to(torch.float32)
         if x.shape[0] >= 3:
-            weights = torch.tensor(LUMA_BT601, dtype=torch.float32, device=x.device).view(3, 1, 1)
-            x = (x[:3] * weights).sum(dim=0, keepdim=True)
+            x = rgb_to_grey(x, dim=0)
         else:
             x = x[:1]
         if dtype == torch.uint8:

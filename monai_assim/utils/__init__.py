@@ -2,7 +2,7 @@
 
 from .dist import all_gather_object, all_reduce, get_rank, get_world_size
 from .files import atomic_torch_save, atomic_write, atomic_write_csv, atomic_write_text
-from .image import LUMA_BT601
+from .image import LUMA_BT601, rgb_to_grey
 from .labels import as_class_indices
 from .module import eval_mode, unwrap_module
 from .output import first_item, output_tensor
@@ -21,5 +21,6 @@ __all__ = [
     "get_rank",
     "get_world_size",
     "output_tensor",
+    "rgb_to_grey",
     "unwrap_module",
 ]

@@ -1,0 +1,79 @@
+"""Running the bundles in tests: tiny command-line overrides, a subprocess that must succeed, tiny data sets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from monai_assim.data import make_synthetic_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+
+BUNDLES = REPO / "bundles"
+
+PYTHON = sys.executable
+
+#: command-line overrides that make a bundle run tiny: 32x32 images, one epoch, no weights to download.
+TINY = [
+    "--image_size",
+    "32",
+    "--epochs",
+    "1",
+    "--batch_size",
+    "8",
+    "--backbone",
+    "mobilenet_v2",
+    "--pretrained",
+    "none",
+]
+
+#: one cheap attack and eps for evaluate.json, no ensemble (the default is the paper's 4 attacks x 8 eps and
+#: the standard ensemble, tested in test_attack_budget.py).
+TINY_EVAL = [
+    "--backbone",
+    "mobilenet_v2",
+    "--attacks",
+    "['FGSM']",
+    "--eps",
+    "[0.03]",
+    "--check_eps",
+    "$None",
+    "--attack_budget",
+    "none",
+]
+
+#: the same as keyword arguments of ``monai.bundle.run``.
+TINY_KW = {"image_size": 32, "epochs": 1, "batch_size": 8, "backbone": "mobilenet_v2", "pretrained": "none"}
+
+TINY_EVAL_KW = {
+    "backbone": "mobilenet_v2",
+    "attacks": ["FGSM"],
+    "eps": [0.03],
+    "check_eps": "$None",
+    "attack_budget": "none",
+}
+
+
+def bundle_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
+def bundle_cmd(config: str | list[str], *args: str) -> list[str]:
+    files = config if isinstance(config, str) else "[" + ",".join(f"'{c}'" for c in config) + "]"
+    return [PYTHON, "-m", "monai.bundle", "run", "--config_file", files, *args]
+
+
+def run_ok(cmd: list[str], cwd: Path = REPO, timeout: int = 900) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=bundle_env(), capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"command failed ({proc.returncode}): {' '.join(cmd)}\n{out[-6000:]}"
+    return out
+
+
+def tiny_dataset(root: Path, modality: str, n: int = 6) -> Path:
+    """A synthetic data set in ``modality``'s real layout, ``n`` images of 32 px per class folder."""
+    return make_synthetic_dataset(root / modality, modality, n_per_class=n, size=32, seed=1)

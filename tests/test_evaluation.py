@@ -1,0 +1,147 @@
+"""The functional core without Ignite: evaluate(model, loader, plan) equals the handler, the plan is
+built once and read by the cost model and the metric names, and the old import paths still work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers.tiny_nets import synthetic_data, trained_tiny_net
+from ignite.engine import Engine
+from monai.data import DataLoader
+
+from monai_assim.handlers import AdversarialRobustnessHandler
+from monai_assim.robustness import (
+    EvaluationPlan,
+    build_plan,
+    estimate_cost,
+    evaluate,
+    load_per_image_rows,
+    robustness_metric_names,
+    row_key,
+)
+
+PACKAGE = Path(__file__).resolve().parents[1] / "monai_assim"
+
+
+def _without_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_evaluate_equals_the_handler_and_writes_the_same_files(tmp_path):
+    net = trained_tiny_net()
+    x, y = synthetic_data(24, seed=4)
+    batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 24, 8)]
+    plan = build_plan({"FGSM": {}, "PGD": {"steps": 2}}, eps=(2 / 255, 8 / 255), check_eps=None, worst_case=True)
+    results = evaluate(net, batches, plan, seed=3, output_dir=tmp_path / "core")
+
+    handler = AdversarialRobustnessHandler(net, plan=plan, seed=3, output_dir=tmp_path / "handler", progress=False)
+    engine = Engine(lambda e, b: None)
+    handler.attach(engine)
+    engine.run(batches)
+    assert _without_seconds(results.rows) == _without_seconds(handler.rows)
+    assert results.metrics() == engine.state.metrics
+    assert list(results.metrics()) == plan.metric_names()
+    assert results.report[1:] == handler.report[1:] and results.report[0].startswith("clean accuracy")
+    core = load_per_image_rows(tmp_path / "core" / "robustness_per_image.csv")
+    assert core == load_per_image_rows(tmp_path / "handler" / "robustness_per_image.csv")
+    assert json.loads((tmp_path / "core" / "robustness.json").read_text())["seed"] == 3
+    # MONAI dict batches (a DataLoader of {"image", "label"} items) give the same table
+    items = [{"image": x[i], "label": y[i]} for i in range(24)]
+    again = evaluate(net, DataLoader(items, batch_size=8), plan, seed=3)
+    assert _without_seconds(again.rows) == _without_seconds(results.rows)
+
+
+def test_the_plan_is_built_once_and_read_by_cost_and_names():
+    plan = build_plan(
+        {"FGSM": {}, "BIM": {"steps": 3}, "Square": {"n_queries": 4}},
+        eps=(1 / 255, 2 / 255, 4 / 255),
+        attack_eps={"Square": [4 / 255]},
+        group_eps=2,
+        attack_budget="quick",
+        ensemble_eps=[4 / 255],
+        structure_checks=True,
+    )
+    assert isinstance(plan, EvaluationPlan)
+    with pytest.raises(AttributeError):
+        plan.eps = (1 / 255,)  # frozen
+    runs = {(r.role, r.attack): r.eps_groups for r in plan.runs}
+    assert runs[("attack", "FGSM")] == ((1 / 255, 2 / 255), (4 / 255,)) and runs[("attack", "Square")] == ((4 / 255,),)
+    assert ("check_bpda", "Square") not in runs and ("check_bpda", "BIM") in runs  # no BPDA for a black-box attack
+    # the headline worst case at 4/255: every grid attack and every ensemble member at that eps
+    members = plan.worst_members[("worst", "worst", 4 / 255)]
+    assert {(r, a) for r, a, _ in members} == {("attack", a) for a in ("FGSM", "BIM", "Square")} | {
+        ("ensemble", m) for m in ("APGD", "APGDMargin", "Square")
+    }
+    # the cascade: APGDMargin attacks what the grid and APGD left; the convergence check follows the ensemble
+    assert plan.cascade_before[("ensemble", "APGDMargin", 4 / 255)][-1] == ("ensemble", "APGD", 4 / 255)
+    assert ("ensemble", "Square", 4 / 255) in plan.cascade_before[("check_convergence", "APGD", 4 / 255)]
+    # the cost model reads the same plan: BPDA costs nothing on a network without output maps
+    with_maps, without = estimate_cost(plan, 1), estimate_cost(plan, 1, has_output_maps=False)
+    assert with_maps.grads_per_image > without.grads_per_image
+    assert {e.role for e in without.entries} == {r.role for r in plan.runs} - {"check_bpda"}
+    names = robustness_metric_names(
+        ["FGSM", "BIM"], (2 / 255,), check_eps=None, attack_budget="quick", structure_checks=True
+    )
+    assert (
+        names
+        == build_plan(
+            ["FGSM", "BIM"], (2 / 255,), check_eps=None, attack_budget="quick", structure_checks=True
+        ).metric_names()
+    )
+
+
+def test_one_row_key():
+    assert row_key({"attack": "PGD", "eps": 2 / 255}) == ("PGD", 2.0, "attack")
+    assert row_key({"attack": "worst", "eps_255": "2", "role": "worst"}) == ("worst", 2.0, "worst")
+
+
+def test_the_handler_takes_monai_output_transform_and_refuses_plan_and_settings():
+    from monai.handlers import from_engine
+
+    net = trained_tiny_net()
+    x, y = synthetic_data(8, seed=1)
+    plan = build_plan(["FGSM"], (4 / 255,), check_eps=None)
+    engine = Engine(lambda e, b: {"img": b[0], "target": b[1]})
+    handler = AdversarialRobustnessHandler(
+        net, plan=plan, output_transform=from_engine(["img", "target"]), progress=False
+    )
+    handler.attach(engine)
+    engine.run([(x, y)])
+    assert handler.rows[0]["n"] == 8 and handler.eps == plan.eps  # the plan's settings read through the handler
+    with pytest.raises(ValueError, match="not both"):
+        AdversarialRobustnessHandler(net, plan=plan, eps=(1 / 255,))
+
+
+def test_old_import_paths_and_one_distributed_api():
+    from monai_assim import attack_cost, attacks, robustness_results, stats
+    from monai_assim.handlers import DEFAULT_ATTACKS, RESULT_COLUMNS, eps_tag
+    from monai_assim.visualize import COMPARE_COLUMNS, comparison_rows
+
+    assert attacks.build_attack and attack_cost.estimate_cost and robustness_results.write_results
+    assert stats.paired_flips and stats.aggregate_over_seeds and DEFAULT_ATTACKS and RESULT_COLUMNS
+    assert eps_tag(8 / 255) == "8" and COMPARE_COLUMNS and comparison_rows
+    for path in [*(PACKAGE / "robustness").glob("*.py"), PACKAGE / "handlers" / "adversarial_robustness.py"]:
+        text = path.read_text()
+        assert "idist" not in text and "ignite.distributed" not in text, path  # torch.distributed only
+        if path.parent.name == "robustness":
+            assert "import ignite" not in text and "from ignite" not in text, path  # usable without Ignite
+
+
+def test_evaluate_seeds_batch_i_with_seed_plus_i(monkeypatch):
+    """The documented seeding rule, without an engine: batch i (one process) is attacked with seed + i."""
+    from monai_assim.robustness import evaluation
+
+    seeds = []
+    real = evaluation.run_attack
+
+    def spy(attack, images, labels, seed):
+        seeds.append(seed)
+        return real(attack, images, labels, seed)
+
+    monkeypatch.setattr(evaluation, "run_attack", spy)
+    x, y = synthetic_data(12, seed=2)
+    plan = build_plan({"PGD": {"steps": 1}}, eps=(2 / 255,), check_eps=None)
+    evaluate(trained_tiny_net(), [(x[i : i + 4], y[i : i + 4]) for i in range(0, 12, 4)], plan, seed=7)
+    assert seeds == [7, 8, 9]
