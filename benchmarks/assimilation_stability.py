@@ -11,7 +11,8 @@ script measures the kept checkpoint (``best.pt``) on the run's whole test split:
   with x (0: the backbone sees a constant image).
 
 Arms: ``vanilla``, ``assimilated`` (the default sigmoid map), ``assimilated_clamp`` (the hard clip of
-earlier runs), each also with ``_pgdat`` (PGD-AT at ``--at_eps``/255, ``--at_steps`` steps). A run whose
+earlier runs), ``assimilated_clampst`` (that clip with a straight-through training gradient), each also
+with ``_pgdat`` (PGD-AT at ``--at_eps``/255, ``--at_steps`` steps). A run whose
 ``measure.json`` exists is skipped, so the script resumes; the table ``<out>/stability.md`` is rewritten
 after every run.
 
@@ -39,6 +40,7 @@ ARMS = {
     "vanilla": ["--variant", "vanilla"],
     "assimilated": ["--variant", "assimilated", "--assimilation_map", "sigmoid"],
     "assimilated_clamp": ["--variant", "assimilated", "--assimilation_map", "clamp"],
+    "assimilated_clampst": ["--variant", "assimilated", "--assimilation_map", "clamp_st"],
 }
 
 

@@ -67,18 +67,20 @@ def test_an_untrained_module_is_the_identity_up_to_the_margin(kind):
     assert saturation(AssimilationNet("resnet18", pretrained=None), x) == {"texture": 0.0, "color": 0.0}
 
 
+@pytest.mark.parametrize("output_map", ["sigmoid", "clamp_st"])
 @pytest.mark.parametrize("bias", [5.0, -5.0])
 @pytest.mark.parametrize("kind", ["texture", "color"])
-def test_a_pushed_out_module_gets_a_gradient_and_comes_back(kind, bias):
+def test_a_pushed_out_module_gets_a_gradient_and_comes_back(kind, bias, output_map):
     x = _images()
-    module = _push(_module(kind), bias)
+    # the sigmoid's slope at mid-grey is 1/4: a 4 times larger bias pushes it as far out as the clip
+    module = _push(_module(kind, output_map), bias * (4 if output_map == "sigmoid" else 1)).train()
     sat_before = float(module.saturated(x).float().mean())
     far = _distance(module, x)
     assert far > 0.3 and sat_before > 0.1  # the image is mostly lost
     (module(x) - x).abs().mean().backward()
     for name, p in module.residual.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
-    _train(module, x)
+    _train(module, x, steps=400)
     assert _distance(module, x) < 0.5 * far
     assert float(module.saturated(x).float().mean()) < 0.5 * sat_before
 
@@ -89,12 +91,38 @@ def test_the_clamp_map_dies_when_pushed_out(kind, bias):
     """The defect the sigmoid map removes: the hard clip gives exactly zero gradient and never comes back."""
     x = _images()
     module = _push(_module(kind, "clamp"), bias)
-    assert float(module.saturated(x).float().mean()) == 1.0
+    pre = x + module.delta(x)
+    assert bool(((pre < 0) | (pre > 1)).all())  # every value outside [0, 1]: no gradient anywhere
+    # saturated: all but the rows that were already at the end they are pushed against (3 black, 2 white)
+    assert float(module.saturated(x).float().mean()) > 0.8
     (module(x) - x).abs().mean().backward()
     assert all(p.grad is None or not p.grad.any() for p in module.parameters())
     before = module(x).detach()
     _train(module, x, steps=10)
     assert torch.equal(module(x).detach(), before)
+
+
+@pytest.mark.parametrize("kind", ["texture", "color"])
+def test_the_straight_through_clamp_is_the_clamp_except_for_its_training_gradient(kind):
+    x = _images()
+    st, clamp = _push(_module(kind, "clamp_st"), 0.6), _push(_module(kind, "clamp"), 0.6)
+    clamp.load_state_dict({k: v for k, v in st.state_dict().items() if k != "output_map_id"}, strict=False)
+    grads = {}
+    for mode in ("train", "eval"):
+        for name, module in (("st", st), ("clamp", clamp)):
+            getattr(module, mode)()
+            xi = x.clone().requires_grad_(True)
+            out = module(xi)
+            out.sum().backward()
+            grads[name, mode] = xi.grad
+            with torch.no_grad():
+                assert torch.equal(module(x), torch.clamp(x + module.delta(x), 0, 1))  # the clip's values
+    pre = x + st.delta(x).detach()
+    assert bool((pre > 1).any())
+    assert torch.equal(grads["st", "eval"], grads["clamp", "eval"])  # deployed and attacked: the clamp
+    assert not torch.equal(grads["st", "train"], grads["clamp", "train"])  # training: passes through
+    with torch.no_grad():
+        assert torch.equal(st.eval()(x), clamp.eval()(x))
 
 
 @pytest.mark.parametrize("bias", [30.0, -30.0])
@@ -107,11 +135,13 @@ def test_the_gradient_is_not_exactly_zero_far_out(bias):
 
 def test_saturation_of_the_sigmoid_map():
     x = _images()
-    module = _push(_module("texture"), 4.0)
+    module = _push(_module("texture"), 8.0)
     with torch.no_grad():
         out = module(x)
     slope = out * (1 - out)  # sigma'(z); its smallest value on an untrained module is about eps (1 - eps)
-    expected = float((slope < SIGMOID_MARGIN * (1 - SIGMOID_MARGIN) / 10).float().mean())
+    edge = 1 / 255
+    away = ((out < 0.5) & (x > edge)) | ((out > 0.5) & (x < 1 - edge))  # pushed to an end from elsewhere
+    expected = float(((slope < SIGMOID_MARGIN * (1 - SIGMOID_MARGIN) / 10) & away).float().mean())
     assert 0.05 < expected < 0.95
     assert float(module.saturated(x).float().mean()) == pytest.approx(expected, abs=0.01)
 

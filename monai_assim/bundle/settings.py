@@ -252,7 +252,8 @@ SETTINGS: tuple[Setting, ...] = (
         "sigmoid",
         _choice(
             _maps,
-            "sigmoid (the default) cannot die; clamp is the hard clip of runs before the setting (docs/networks.md).",
+            "sigmoid (the default) cannot die; clamp is the hard clip of runs before the setting; clamp_st is "
+            "that clip with a straight-through training gradient (docs/networks.md).",
         ),
         recorded_before="clamp",
         network=True,

@@ -41,7 +41,8 @@ class ColorModule(ResidualMap):
         features: number of hidden units ``F``.
         init: ``"identity"`` (zero last layer, grey replication; the default) or ``"random"``; drawn from
             torch's global generator, so ``monai.utils.set_determinism`` fixes it.
-        output_map: ``"sigmoid"`` (the default) or ``"clamp"``, see :mod:`monai_assim.networks.output_map`.
+        output_map: ``"sigmoid"`` (the default), ``"clamp"`` or ``"clamp_st"``, see
+            :mod:`monai_assim.networks.output_map`.
 
     Shapes:
         input ``(B, 1, H, W)`` on [0, 1]; output ``(B, 3, H, W)`` on [0, 1].

@@ -18,12 +18,19 @@ Both modules compute a residual ``r`` of their grey input ``x`` and map it onto 
   output maps were recorded. Its gradient is exactly 0 for every value pushed outside [0, 1], so a
   module pushed out entirely gets no gradient at all and never comes back (it "dies" like a saturated
   ReLU: seen as collapsed runs, see docs/networks.md).
+- ``"clamp_st"``: the clamp's forward values, in training and in use; while the module trains
+  (``module.training`` and gradients enabled) its gradient passes straight through the clip (the
+  identity, as if there were no clip), so a value pushed outside [0, 1] is still pulled back. In eval
+  mode (evaluation, attacks, export) it is exactly the clamp, gradient included.
 
-**Saturation** (:func:`saturation`) is the fraction of output values where the map has (all but) lost
-its gradient: outside [0, 1] before the clamp (gradient exactly 0), or, for the sigmoid, where its slope
-:math:`\sigma'(z)` has fallen below a tenth of its smallest slope on an untrained module
-(:math:`|z| > \operatorname{logit}(1 - \epsilon) + \ln 10 \approx 9.2`: outputs within about
-:math:`10^{-4}` of 0 or 1). It is 0 for an untrained module under both maps.
+**Saturation** (:func:`saturation`) is the fraction of output values that a module has pushed against 0
+or 1 where the map has (all but) lost its gradient: outside [0, 1] before the clamp (gradient exactly 0),
+or, for the sigmoid, where its slope :math:`\sigma'(z)` has fallen below a tenth of its smallest slope
+on an untrained module (:math:`|z| > \operatorname{logit}(1 - \epsilon) + \ln 10 \approx 9.2`:
+outputs within about :math:`10^{-4}` of 0 or 1). Only values pushed *away from their input* count: a
+value is saturated at 0 only when its input was above 1/255, at 1 only when it was below 1 - 1/255, so
+the black background of a CT slice, kept black, is not counted (with it, an unharmed module read 69%
+saturated). It is 0 for an untrained module under both maps.
 
 **Straight-through** (BPDA, Athalye et al. 2018; :func:`straight_through_maps`): the forward values are
 kept and the backward pass goes through the linear surrogate :math:`\tilde x + r` (``x + r`` for the
@@ -52,12 +59,17 @@ __all__ = [
 ]
 
 #: the output maps, in the order of their ids in checkpoints (``output_map_id`` buffers)
-OUTPUT_MAPS = ("clamp", "sigmoid")
+OUTPUT_MAPS = ("clamp", "sigmoid", "clamp_st")
+#: the maps whose forward values are the hard clip
+_CLIPS = ("clamp", "clamp_st")
 #: :math:`\epsilon` of the sigmoid map: an untrained module maps [0, 1] onto [eps, 1 - eps]
 SIGMOID_MARGIN = 1e-3
 _LOGIT_EDGE = math.log((1 - SIGMOID_MARGIN) / SIGMOID_MARGIN)
 #: the sigmoid map saturates where its slope is below a tenth of its smallest slope on an untrained module
 _SATURATED_Z = _LOGIT_EDGE + math.log(10.0)
+#: a value counts as saturated only when its input was further than this from the end it is pushed
+#: against: a black background kept black (or a white one kept white) is the identity, not a lost image
+_AT_END = 1.0 / 255.0
 
 
 def check_output_map(output_map: str) -> str:
@@ -117,8 +129,8 @@ def _squeezed(x: torch.Tensor) -> torch.Tensor:
 
 
 def _pre_map(x: torch.Tensor, r: torch.Tensor, output_map: str) -> torch.Tensor:
-    """The value the map squashes: ``x + r`` (clamp) or ``logit(x~) + r`` (sigmoid)."""
-    if output_map == "clamp":
+    """The value the map squashes: ``x + r`` (the clips) or ``logit(x~) + r`` (sigmoid)."""
+    if output_map in _CLIPS:
         return x + r
     return torch.logit(_squeezed(x)) + r
 
@@ -128,9 +140,10 @@ def map_output(x: torch.Tensor, r: torch.Tensor, output_map: str, straight_throu
     :math:`M(x, r)` of ``output_map`` (see the module docstring); ``x`` broadcasts against ``r``.
 
     With ``straight_through`` (and gradients enabled) the values are the same, the gradient that of the
-    linear surrogate ``x + r`` (clamp) or :math:`\\tilde x + r` (sigmoid).
+    linear surrogate ``x + r`` (the clips) or :math:`\\tilde x + r` (sigmoid). ``"clamp_st"`` is the clamp
+    here: its modules ask for ``straight_through`` while they train.
     """
-    if output_map == "clamp":
+    if output_map in _CLIPS:
         return unit_clamp(x + r, straight_through)
     out = _sigmoid(_pre_map(x, r, "sigmoid"))
     if straight_through and torch.is_grad_enabled():
@@ -140,11 +153,13 @@ def map_output(x: torch.Tensor, r: torch.Tensor, output_map: str, straight_throu
 
 
 def saturated(x: torch.Tensor, r: torch.Tensor, output_map: str) -> torch.Tensor:
-    """Boolean mask of the values that ``output_map`` saturates (see the module docstring)."""
+    """
+    Boolean mask of the values that ``output_map`` saturates (see the module docstring): pushed against 0
+    or 1 where the map has lost its gradient, from an input at least :data:`_AT_END` away from that end.
+    """
     z = _pre_map(x, r, output_map)
-    if output_map == "clamp":
-        return (z < 0) | (z > 1)
-    return z.abs() > _SATURATED_Z
+    low, high = (z < 0, z > 1) if output_map in _CLIPS else (z < -_SATURATED_Z, z > _SATURATED_Z)
+    return (low & (x > _AT_END)) | (high & (x < 1 - _AT_END))
 
 
 def _mapped_modules(network: nn.Module) -> list[nn.Module]:

@@ -37,7 +37,8 @@ class TextureModule(ResidualMap):
     :math:`\sigma(\operatorname{logit}(\tilde x) + f(x))`, smooth, with a gradient that is never exactly 0,
     so pixels pushed towards 0 or 1 are pulled back by training; ``output_map="clamp"`` is
     :math:`\operatorname{clip}_{[0, 1]}(x + f(x))`, whose gradient is 0 for every pixel pushed outside
-    [0, 1] (the map of runs before the maps were recorded).
+    [0, 1] (the map of runs before the maps were recorded); ``output_map="clamp_st"`` is that clip whose
+    gradient passes straight through while the module trains.
 
     ``init="random"`` instead draws the last convolution's weights from
     :math:`\mathcal{N}(0, \sigma_T^2)`, :math:`\sigma_T` = :data:`RANDOM_INIT_STD` (bias 0): the module then
@@ -49,7 +50,7 @@ class TextureModule(ResidualMap):
         num_layers: number of 3x3 convolutions (at least 2).
         init: ``"identity"`` (zero last layer, the default) or ``"random"`` (see above); drawn from
             torch's global generator, so ``monai.utils.set_determinism`` fixes it.
-        output_map: ``"sigmoid"`` (the default) or ``"clamp"``, see above.
+        output_map: ``"sigmoid"`` (the default), ``"clamp"`` or ``"clamp_st"``, see above.
 
     Shapes:
         input ``(B, 1, H, W)`` on [0, 1]; output ``(B, 1, H, W)`` on [0, 1].
