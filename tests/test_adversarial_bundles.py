@@ -110,7 +110,7 @@ def _argmax_epoch(epochs, key):
 
 
 @pytest.mark.slow
-def test_checkpoint_selection_in_the_bundle(tmp_path):
+def test_checkpoint_selection_in_the_bundle(tmp_path, capfd):
     """
     Under adversarial training best.pt follows the robust score logged per epoch, best_clean.pt the clean
     accuracy; the robust validation does not change what the run learns (select_by clean trains the same
@@ -126,7 +126,9 @@ def test_checkpoint_selection_in_the_bundle(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # bit-reproducible: the two runs below are compared exactly
     try:
+        capfd.readouterr()
         robust = _train_in_process(data, tmp_path / "robust", **at)
+        robust_console = "".join(capfd.readouterr())
         clean = _train_in_process(data, tmp_path / "clean", select_by="clean", **at)
         plain = _train_in_process(data, tmp_path / "plain")
     finally:
@@ -145,6 +147,13 @@ def test_checkpoint_selection_in_the_bundle(tmp_path):
     )
     assert _ckpt(tmp_path / "robust", "best.pt")["epoch"] == robust["best_epoch"] == _argmax_epoch(epochs, "val_select")
     assert robust["best_metric"] == robust["best_validation"]["val_robust_acc"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "robust" / "tensorboard"))
+    events.Reload()  # TensorBoard holds the robust validation accuracy of every epoch, as the summary does
+    assert [s.value for s in events.Scalars("val_robust_acc")] == pytest.approx([e["val_robust_acc"] for e in epochs])
+    console = [line for line in robust_console.splitlines() if "Metrics --" in line and "val_robust_acc:" in line]
+    assert len(console) == 3  # and so does the console, once an epoch
     assert _ckpt(tmp_path / "robust", "best_clean.pt")["epoch"] == _argmax_epoch(epochs, "val_acc")
     assert sel["other_checkpoint"] == {"file": "best_clean.pt", "epoch": _argmax_epoch(epochs, "val_acc")}
 
