@@ -25,6 +25,14 @@ def chest_xray_dir() -> Path:
     return CHEST_XRAY_DIR.resolve()
 
 
+@pytest.fixture
+def tiny_chest_xray(tmp_path) -> Path:
+    """A synthetic chest X-ray set in the Kermany layout (4 images per class and split, 16 px) in ``tmp_path/data``."""
+    from monai_assim.data import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path / "data", "chest_xray", n_per_class=4, size=16, seed=0)
+
+
 @pytest.fixture(scope="session")
 def mobilenet_v2_weights() -> Path:
     """The real ImageNet MobileNetV2 state dict (inputs normalised with mean 0.5, std 0.5)."""

@@ -1,4 +1,4 @@
-"""monai_assim.attacks: torchattacks by name, the eps-scaled step size, seeding, bad input."""
+"""monai_assim.attacks: torchattacks by name, the eps-scaled step size, seeding, bad input, the attack budgets."""
 
 from __future__ import annotations
 
@@ -8,14 +8,19 @@ import torchattacks
 from helpers.tiny_nets import synthetic_data, trained_tiny_net
 
 from monai_assim.attacks import (
+    ATTACK_BUDGETS,
     DEFAULT_EPS,
     SUPPORTED_ATTACKS,
+    attack_budget,
     build_attack,
     build_eps_grouped_attack,
+    convergence_members,
+    describe_attack,
     parse_attacks,
     run_attack,
     step_size,
 )
+from monai_assim.errors import UserInputError
 
 
 def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -124,3 +129,16 @@ def test_dlr_attack_runs_on_three_classes():
     assert accuracy(net, x, y) >= 0.9
     adv = run_attack(build_attack("APGD", net, 16 / 255, steps=5, loss="dlr"), x, y, seed=0)
     assert accuracy(net, adv, y) < accuracy(net, x, y)
+
+
+def test_budgets_and_their_members():
+    assert list(ATTACK_BUDGETS) == ["quick", "standard", "thorough"]
+    standard = attack_budget("Standard")
+    assert standard["APGD"]["loss"] == "ce" and standard["APGD"]["steps"] == 100 and standard["APGD"]["n_restarts"] > 1
+    assert standard["APGDMargin"]["steps"] == 100 and "Square" in standard
+    assert convergence_members("quick") == {k: v for k, v in standard.items() if k != "Square"}
+    beyond = convergence_members("thorough")
+    assert beyond["APGD"]["steps"] == 2 * ATTACK_BUDGETS["thorough"]["APGD"]["steps"]
+    assert describe_attack("APGD", standard["APGD"]).startswith("APGD-CE 100 steps x")
+    with pytest.raises(UserInputError, match="unknown attack budget"):
+        attack_budget("huge")

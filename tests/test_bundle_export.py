@@ -425,3 +425,22 @@ def test_exported_metadata_types_logits_and_names_the_attacks(tmp_path):
     robustness = meta["robustness"]
     assert "L-inf" in robustness["threat_model"] and robustness["selection"] == "the clean rule"
     assert robustness["attacks"] == {"grid": ["FGSM", "PGD"], "ensemble": None} and robustness["upper_bound"] is True
+
+
+def test_export_takes_the_network_from_the_run(tmp_path):
+    """The exported configs hold the run's variant, backbone, class count and T/C sizes as values."""
+    summary = {
+        "modality": "chest_xray",
+        "class_names": ["normal", "pneumonia"],
+        "settings": {"variant": "assimilated", "backbone": "mobilenet_v2", "image_size": 32, "mean": None,
+                     "std": None, "texture_features": 4, "texture_layers": 2, "color_features": 8},
+    }  # fmt: skip
+    for name in ("inference.json", "evaluate.json"):
+        config = exported_config(name, summary)
+        got = {k: config[k] for k in ("variant", "backbone", "num_classes", "texture_features", "texture_layers")}
+        assert got == {"variant": "assimilated", "backbone": "mobilenet_v2", "num_classes": 2,
+                       "texture_features": 4, "texture_layers": 2}  # fmt: skip
+        assert config["network_def"]["texture_features"] == "@texture_features"
+    # a summary written before the T/C sizes were recorded: the sizes those runs used
+    del summary["settings"]["texture_features"]
+    assert exported_config("inference.json", summary)["texture_features"] == 8

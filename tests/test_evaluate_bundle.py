@@ -1,5 +1,6 @@
 """evaluate.json as a user runs it: the cost and progress log, Square by default (or
-the exact override that adds it), and --compare_with reading the saved results of both runs."""
+the exact override that adds it), --compare_with reading the saved results of both runs, and the default
+plan's strong ensemble with its headline robust accuracy."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from helpers.bundle_runs import BUNDLES, TINY, bundle_cmd, run_ok, tiny_dataset
 from monai.bundle import ConfigParser
 
+from monai_assim.attacks import ATTACK_BUDGETS
 from monai_assim.handlers import AdversarialRobustnessHandler
 from monai_assim.robustness_results import write_results
 
@@ -154,3 +156,45 @@ def test_study_keeps_square_on_its_whole_grid(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         study.run_study("chest_xray", output_dir=tmp_path, arms=["vanilla"], attack_eps={"Square": [8 / 255]})
     assert specs[1]["eval_override"]["attack_eps"] == {"Square": [8 / 255]}
+
+
+def test_default_plan_holds_the_strong_members():
+    """evaluate.json: the paper's four as curves, the standard ensemble and its convergence check at every eps."""
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / "chest_ct" / "evaluate.json"))
+    parser["output_dir"] = "unused"
+    assert parser.get_parsed_content("attacks") == {"FGSM": {}, "BIM": {}, "MIFGSM": {}, "PGD": {}}
+    assert parser.get_parsed_content("attack_budget") == "standard"
+    kwargs = {
+        k: parser.get_parsed_content(f"robustness#{k}") for k in ("attacks", "eps", "attack_budget", "ensemble_eps")
+    }
+    handler = AdversarialRobustnessHandler(**kwargs, convergence_check=parser.get_parsed_content("convergence_check"))
+    plan = {(role, name): [g[0] for g in groups] for role, name, _, groups in handler.plan.runs}
+    eps = [k / 255 for k in range(1, 9)]
+    for member, kw in ATTACK_BUDGETS["standard"].items():
+        assert plan[("ensemble", member)] == eps
+        assert handler.ensemble[member] == kw
+    assert handler.ensemble["APGD"]["steps"] == 100 and handler.ensemble["APGDMargin"]["steps"] == 100
+    assert handler.ensemble["APGD"]["n_restarts"] >= 2 and ("check_convergence", "APGD") in plan
+    assert handler.worst_case and ("check", "PGD") in plan
+
+
+@pytest.mark.slow
+def test_bundle_default_evaluation_reports_the_headline(tmp_path):
+    """evaluate.json with its ensemble wiring (the quick budget and one eps to keep it short; the default plan is
+    checked above): ensemble rows, worst case, convergence check; the report and the JSON name them."""
+    data, out = tiny_dataset(tmp_path, "chest_xray", n=4), tmp_path / "run"
+    run_ok(bundle_cmd("bundles/chest_xray/train.json", "--dataset_dir", str(data), "--output_dir", str(out), *TINY))
+    log = run_ok(bundle_cmd("bundles/chest_xray/evaluate.json", "--output_dir", str(out), "--backbone", "mobilenet_v2",
+                            "--eps", "[0.03]", "--attack_budget", "quick"))  # fmt: skip
+    rows = list(csv.DictReader(open(out / "eval" / "robustness.csv")))
+    roles = [(r["role"], r["attack"]) for r in rows]
+    for member in ("APGD", "APGDMargin", "Square"):
+        assert ("ensemble", member) in roles
+    assert ("worst", "worst") in roles and ("check_convergence", "APGD") in roles
+    doc = json.loads((out / "eval" / "robustness.json").read_text())
+    assert doc["headline"]["budget"] == "quick" and doc["headline"]["upper_bound"] is True
+    assert set(doc["headline"]["ensemble"]) == {"APGD", "APGDMargin", "Square"}
+    assert any(line.startswith("headline robust accuracy: per image, the worst case over") for line in doc["report"])
+    assert "quick ensemble (APGD-CE 10 steps, APGD-margin 10 steps, Square 100 queries)" in log
+    assert "QUICK attack budget: the worst-case figures are UPPER BOUNDS" in log

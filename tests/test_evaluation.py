@@ -1,5 +1,10 @@
-"""The functional core without Ignite: evaluate(model, loader, plan) equals the handler, the plan is
-built once and read by the cost model and the metric names, and the old import paths still work."""
+"""
+The evaluation (monai_assim/robustness/evaluation.py): without Ignite, evaluate(model, loader, plan) equals
+the handler, the plan is built once and read by the cost model and the metric names, and the old import
+paths still work; the strong ensemble of an attack budget (AutoAttack's cascade on the survivors), the
+convergence check, the quick budget's upper-bound notice, Square's catch as a masking check and
+``check_eps=0``.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,19 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from helpers.tiny_nets import synthetic_data, trained_tiny_net
 from ignite.engine import Engine
 from monai.data import DataLoader
 
 from monai_assim.handlers import AdversarialRobustnessHandler
 from monai_assim.robustness import (
+    WORST,
     EvaluationPlan,
     build_plan,
     estimate_cost,
     evaluate,
+    evaluation as handler_module,
     load_per_image_rows,
     robustness_metric_names,
     row_key,
@@ -145,3 +153,131 @@ def test_evaluate_seeds_batch_i_with_seed_plus_i(monkeypatch):
     plan = build_plan({"PGD": {"steps": 1}}, eps=(2 / 255,), check_eps=None)
     evaluate(trained_tiny_net(), [(x[i : i + 4], y[i : i + 4]) for i in range(0, 12, 4)], plan, seed=7)
     assert seeds == [7, 8, 9]
+
+
+def _evaluate(handler, x, y, batch=8):
+    engine = Engine(lambda e, b: None)
+    handler.attach(engine)
+    engine.run([(x[i : i + batch], y[i : i + batch]) for i in range(0, len(x), batch)])
+    return {(r["role"], r["attack"], round(r["eps_255"], 4)): r for r in handler.rows}
+
+
+class MeanNet(torch.nn.Module):
+    """Class 1 when the mean intensity exceeds 0.5: an attack must move every pixel to flip it."""
+
+    num_classes = 2
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(100.0))
+
+    def forward(self, x):
+        s = (x.mean(dim=(1, 2, 3)) - 0.5) * self.scale
+        return torch.stack([-s, s], dim=1)
+
+
+class FakeAttack:
+    """Stands in for a torchattacks attack: shifts the mean towards the boundary by ``shift`` (0: no effect)."""
+
+    calls: list[tuple[str, int]] = []
+
+    def __init__(self, name, eps, shift):
+        self.name, self.eps, self.shift = name, eps, shift
+
+    def __call__(self, images, labels):
+        FakeAttack.calls.append((self.name, images.shape[0]))
+        sign = torch.where(labels == 1, -1.0, 1.0).view(-1, 1, 1, 1)
+        return (images + sign * self.shift * self.eps).clamp(0, 1)
+
+
+def _fake_build(strong_from_steps=100, square_works=False):
+    """Gradient attacks with fewer than ``strong_from_steps`` steps do nothing; the others move by eps."""
+
+    def build(name, network, eps, num_classes=None, **kwargs):
+        if name == "Square":
+            return FakeAttack(name, eps, 1.0 if square_works else 0.0)
+        steps = kwargs.get("steps", 10)
+        return FakeAttack(name, eps, 1.0 if steps >= strong_from_steps else 0.0)
+
+    return build
+
+
+def _mean_data(n=16):
+    """Images of mean 0.5 +- 1.5/255 (half each side) and labels = the class MeanNet gives them."""
+    offsets = torch.tensor([1.5, -1.5] * (n // 2)) / 255
+    x = (0.5 + offsets).view(-1, 1, 1, 1).expand(n, 1, 4, 4).clone()
+    return x, (offsets > 0).long()
+
+
+def test_ensemble_cascades_on_survivors_and_is_the_worst_case(monkeypatch):
+    """Each member attacks only the images every earlier attack left correct; rows are cumulative."""
+    net = trained_tiny_net()
+    x, y = synthetic_data(16, seed=2)
+    sizes = []
+    real_run_attack = handler_module.run_attack
+
+    def spy(attack, images, labels, seed):
+        sizes.append((type(attack).__name__, images.shape[0]))
+        return real_run_attack(attack, images, labels, seed)
+
+    monkeypatch.setattr(handler_module, "run_attack", spy)
+    handler = AdversarialRobustnessHandler(
+        net, attacks=["FGSM"], eps=[5 / 255], attack_budget="quick", check_eps=None, progress=False
+    )
+    rows = _evaluate(handler, x, y, batch=16)
+    fgsm = rows[("attack", "FGSM", 5.0)]["n_correct"]
+    chain = [rows[("ensemble", m, 5.0)]["n_correct"] for m in ("APGD", "APGDMargin", "Square")]
+    assert 16 > fgsm >= chain[0] >= chain[1] >= chain[2] == rows[(WORST, WORST, 5.0)]["n_correct"]
+    # FGSM on the whole batch, APGD on FGSM's survivors (clean-correct ones), and so on
+    assert sizes[0] == ("FGSM", 16) and sizes[1] == ("APGD", fgsm)
+    assert [n for _, n in sizes[2:4]] == chain[:2]
+    assert handler.headline()["budget"] == "quick" and handler.headline()["upper_bound"] is True
+    assert any(line.startswith("QUICK attack budget") and "UPPER BOUNDS" in line for line in handler.report)
+
+
+def test_convergence_check_fires_when_a_larger_budget_breaks_more(monkeypatch):
+    """A recorded small case: 10-step attacks fail on MeanNet where 100-step ones succeed (FakeAttack)."""
+    monkeypatch.setattr(handler_module, "build_attack", _fake_build(strong_from_steps=100))
+    x, y = _mean_data()
+    handler = AdversarialRobustnessHandler(
+        MeanNet(), attacks=["FGSM"], eps=[2 / 255], attack_budget="quick", check_eps=None, progress=False
+    )
+    rows = _evaluate(handler, x, y)
+    assert rows[(WORST, WORST, 2.0)]["accuracy"] == 1.0  # the quick ensemble fooled nothing
+    assert rows[("check_convergence", "APGD", 2.0)]["accuracy"] == 0.0  # 100 steps fool every image
+    line = next(line for line in handler.report if line.startswith("NOT CONVERGED at eps=2/255"))
+    assert "from 1.0000 to 0.0000" in line and "use --attack_budget standard" in line
+
+
+def test_convergence_check_passes_when_the_budget_suffices(monkeypatch):
+    monkeypatch.setattr(handler_module, "build_attack", _fake_build(strong_from_steps=10))
+    x, y = _mean_data()
+    handler = AdversarialRobustnessHandler(
+        MeanNet(), attacks=["FGSM"], eps=[2 / 255], attack_budget="quick", check_eps=None, progress=False
+    )
+    _evaluate(handler, x, y)
+    assert not any(line.startswith("NOT CONVERGED") for line in handler.report)
+    assert any(line.startswith("converged at eps=2/255") for line in handler.report)
+
+
+def test_square_catching_what_white_box_missed_is_flagged(monkeypatch):
+    monkeypatch.setattr(handler_module, "build_attack", _fake_build(strong_from_steps=10**6, square_works=True))
+    x, y = _mean_data()
+    handler = AdversarialRobustnessHandler(
+        MeanNet(), attacks=["FGSM"], eps=[2 / 255], attack_budget="standard", convergence_check=False, check_eps=None
+    )
+    rows = _evaluate(handler, x, y)
+    assert (
+        rows[("ensemble", "APGDMargin", 2.0)]["accuracy"] == 1.0 and rows[("ensemble", "Square", 2.0)]["accuracy"] == 0
+    )
+    assert any("black-box Square fools 1.0000 of the images that every white-box" in line for line in handler.report)
+    assert not any("Square (black-box) not run" in line for line in handler.report)
+
+
+def test_check_eps_zero_switches_the_large_eps_check_off():
+    x, y = synthetic_data(8, seed=1)
+    handler = AdversarialRobustnessHandler(trained_tiny_net(), attacks=["FGSM"], eps=[2 / 255], check_eps=0)
+    rows = _evaluate(handler, x, y)
+    assert not [k for k in rows if k[0] == "check"]
+    assert "PGD large-eps check not run (check_eps=None)." in handler.report
+    assert not any("gradient masking" in line for line in handler.report)

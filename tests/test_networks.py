@@ -22,7 +22,7 @@ from monai_assim.networks import (
 )
 from monai_assim.networks.output_map import SIGMOID_MARGIN
 
-SMALL = 32  # spatial size of the fast tests; 224 only where the issue asks for it
+SMALL = 32  # spatial size of the fast tests; 224 (ImageNet's input size) only in test_224_input_both_variants
 CAT_CLASSES = set(range(281, 286))  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 HEADS = {"resnet18": "fc", "resnet50": "fc", "densenet121": "classifier", "mobilenet_v2": "classifier.1"}
 

@@ -1,4 +1,5 @@
-"""The study command end to end on a tiny synthetic set, and its table against the per-run result files."""
+"""The study command end to end on a tiny synthetic set, its table against the per-run result files, and
+the tables' note on the headline robust accuracy."""
 
 import csv
 import json
@@ -131,3 +132,22 @@ def test_plot_examples(tmp_path):
     assert (pixels.min(axis=2) < 240).mean() > 0.2
     with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
         plot_examples(torch.rand(3, 3, 32, 32), {"assimilated": net}, tmp_path / "bad.png")
+
+
+def test_study_tables_name_the_headline(tmp_path):
+    from monai_assim.study import _headline_note, write_aggregate, write_comparison
+
+    headline = {"budget": "quick", "upper_bound": True, "description": "per image, the worst case over X"}
+    note = _headline_note(headline)
+    assert (
+        note
+        == "Worst case (quick attack budget): per image, the worst case over X. These are UPPER BOUNDS (the quick budget)."
+    )
+    row = {"arm": "vanilla", "attack": "worst", "eps_255": 2.0, "role": "worst", "n_seeds": 1, "n_images": 4,
+           "mean": 0.5, "std": None, "min": 0.5, "max": 0.5}  # fmt: skip
+    _, md = write_aggregate([row], {}, tmp_path, "title", note)
+    assert note in md.read_text()
+    _, md = write_comparison(
+        [{"attack": "worst", "eps_255": 2.0, "n": 4, "vanilla_accuracy": 0.5}], tmp_path, "t", note
+    )
+    assert note in md.read_text() and _headline_note({}) == ""

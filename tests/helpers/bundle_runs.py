@@ -30,7 +30,7 @@ TINY = [
 ]
 
 #: one cheap attack and eps for evaluate.json, no ensemble (the default is the paper's 4 attacks x 8 eps and
-#: the standard ensemble, tested in test_attack_budget.py).
+#: the standard ensemble, tested in test_evaluate_bundle.py).
 TINY_EVAL = [
     "--backbone",
     "mobilenet_v2",

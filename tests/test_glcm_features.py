@@ -1,4 +1,7 @@
-"""GLCMFeatures / GLCMFeaturesd: layout against scikit-image, metadata, dictionary use, real X-rays."""
+"""
+The transforms GLCMFeatures / GLCMFeaturesd (monai_assim/transforms/glcm_features.py): layout against
+scikit-image, metadata, dictionary use, real X-rays. The features themselves (monai_assim/glcm/): test_glcm.py.
+"""
 
 from __future__ import annotations
 
