@@ -63,3 +63,12 @@ def test_the_training_config_lists_every_setting():
     config = with_settings(json.loads((BUNDLES / "common" / "train.json").read_text()))
     assert all(config[k] == (None if k in ("mean", "std") else "auto") for k in SETTING_KEYS)
     assert config["run_setup"]["settings"] == {k: f"@{k}" for k in SETTING_KEYS}
+
+
+@pytest.mark.parametrize("mode", ["fgsm_rs", "N_FGSM"])
+def test_one_step_modes_are_adversarial_training(mode):
+    """The one-step modes are choices of the table and select by robust accuracy, as pgd and trades."""
+    out = dict(GOOD, adversarial_training=mode)
+    check_settings(out)
+    assert out["adversarial_training"] == mode.lower() and out["select_by"] == "robust"
+    assert out["val_robust_eps"] == out["at_eps"]

@@ -2,7 +2,9 @@
 
 from monai_assim.engines.adversarial_training import (
     ADVERSARIAL_TRAINING_MODES,
+    ONE_STEP_MODES,
     AdversarialKeys,
+    fgsm_perturb,
     pgd_perturb,
     trades_kl,
 )
@@ -20,9 +22,11 @@ __all__ = [
     "AssimilationKeys",
     "assimilation_output_transform",
     "ADVERSARIAL_TRAINING_MODES",
+    "ONE_STEP_MODES",
     "AdversarialKeys",
     "STEPS",
     "make_step",
+    "fgsm_perturb",
     "pgd_perturb",
     "trades_kl",
     "SELECT_BY",
