@@ -164,6 +164,15 @@ def _workers(name: str, value: Any, _: Mapping) -> int:
     return value
 
 
+def _probe_every(name: str, value: Any, _: Mapping) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserInputError(
+            f"{name} must be an int >= 0 (training iterations between two checks; 0: none), got {value!r}.",
+            "e.g. --co_probe_every 50 attacks a fixed held-out batch every 50 iterations.",
+        )
+    return value
+
+
 def _assimilation_lr(name: str, value: Any, _: Mapping) -> float | None:
     if value is None or (isinstance(value, str) and value.lower() == "none"):
         return None
@@ -273,6 +282,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("val_robust_attack", "PGD", _val_robust_attack),
     Setting("val_robust_steps", 10, _positive),
     Setting("val_robust_per_class", None, lambda n, v, _: positive_int(n, v, allow_none=True)),
+    Setting("co_probe_every", 0, _probe_every, resume_changeable=True, recorded_before=0),
     Setting("texture_features", 8, _positive, recorded_before=8, network=True),
     Setting("texture_layers", 3, _positive, recorded_before=3, network=True),
     Setting("color_features", 16, _positive, recorded_before=16, network=True),

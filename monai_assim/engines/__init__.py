@@ -14,6 +14,7 @@ from monai_assim.engines.assimilation_trainer import (
     assimilation_output_transform,
 )
 from monai_assim.engines.collapse_guard import CollapseGuard
+from monai_assim.engines.overfitting_guard import CatastrophicOverfittingGuard
 from monai_assim.engines.selection import SELECT_BY, EpochSelection, selection_score
 from monai_assim.engines.steps import STEPS, make_step
 
@@ -33,4 +34,5 @@ __all__ = [
     "EpochSelection",
     "selection_score",
     "CollapseGuard",
+    "CatastrophicOverfittingGuard",
 ]
