@@ -233,6 +233,12 @@ def _maps() -> tuple[str, ...]:
     return tuple(OUTPUT_MAPS)
 
 
+def _lr_schedules() -> tuple[str, ...]:
+    from monai_assim.engines.schedules import LR_SCHEDULES
+
+    return tuple(LR_SCHEDULES)
+
+
 def _modes() -> tuple[str, ...]:
     from monai_assim.engines.adversarial_training import ADVERSARIAL_TRAINING_MODES
 
@@ -255,6 +261,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("batch_size", check=_positive),
     Setting("learning_rate", check=_number(0.0, _INF, "learning_rate must be > 0, got {value}.", open_low=True)),
     Setting("assimilation_lr", None, _assimilation_lr),
+    Setting(
+        "lr_schedule",
+        "none",
+        _choice(
+            _lr_schedules,
+            "none keeps the learning rate; cosine anneals it to 0 over the run; step divides it by 10 at 50% and 75% "
+            "of the iterations (each stepped per iteration).",
+            lower=True,
+        ),
+        recorded_before="none",
+    ),
     Setting("assimilation_init", "identity", _choice(_inits)),
     Setting(
         "assimilation_map",
@@ -277,6 +294,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("at_steps", 5, _positive),
     Setting("at_ratio", 1.0, _number(0.0, 1.0, "at_ratio must lie in (0, 1], got {value}.", open_low=True)),
     Setting("trades_beta", 6.0, _number(0.0, _INF, "trades_beta must be >= 0, got {value}.")),
+    Setting(
+        "at_eps_warmup_epochs",
+        0.0,
+        _number(0.0, _INF, "at_eps_warmup_epochs must be >= 0 (0: no warm-up), got {value}."),
+        recorded_before=0.0,
+    ),
     Setting("select_by", check=_select_by, follows="adversarial_training"),
     Setting("val_robust_eps", check=_val_robust_eps, follows="at_eps"),
     Setting("val_robust_attack", "PGD", _val_robust_attack),

@@ -15,6 +15,7 @@ from monai_assim.engines.assimilation_trainer import (
 )
 from monai_assim.engines.collapse_guard import CollapseGuard
 from monai_assim.engines.overfitting_guard import CatastrophicOverfittingGuard
+from monai_assim.engines.schedules import LR_SCHEDULES, EpsWarmup, lr_scheduler
 from monai_assim.engines.selection import SELECT_BY, EpochSelection, selection_score
 from monai_assim.engines.steps import STEPS, make_step
 
@@ -35,4 +36,7 @@ __all__ = [
     "selection_score",
     "CollapseGuard",
     "CatastrophicOverfittingGuard",
+    "LR_SCHEDULES",
+    "EpsWarmup",
+    "lr_scheduler",
 ]
