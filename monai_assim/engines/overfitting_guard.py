@@ -275,7 +275,7 @@ class CatastrophicOverfittingGuard:
         if not s.get("at_eps_warmup_epochs"):
             parts.append("--at_eps_warmup_epochs 2 or more (eps rises from 0; this run: none)")
         if s.get("lr_schedule") in (None, "none"):
-            parts.append("--lr_schedule cosine (a large late learning rate favours the failure)")
+            parts.append("--lr_schedule cosine (end at a small learning rate)")
         return "; ".join(parts)
 
     def _kept(self) -> str:
