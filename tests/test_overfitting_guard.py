@@ -166,6 +166,7 @@ def test_the_probe_sees_a_collapse_within_the_epoch():
         SETTINGS, on_warning=got.append, probe_loader=loader, probe_every=2, probe_per_class=3, probe_steps=3
     )
     guard.set_trainer(trainer)
+    guard.set_trainer(trainer)  # once attached is enough
     torch.manual_seed(0)
     trainer.run([0] * 4, max_epochs=2)  # 8 iterations: probes at 2, 4, 6, 8
     after_training = torch.rand(3)

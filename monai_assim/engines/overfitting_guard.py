@@ -166,6 +166,7 @@ class CatastrophicOverfittingGuard:
             if isinstance(robust, (int, float)) and isinstance(clean, (int, float)):
                 self._epochs.add(float(robust), float(clean), f"epoch {int(record.get('epoch', 0))}")
         self.trainer: Engine | None = None
+        self._probed: list[Engine] = []
         if trainer is not None:
             self.set_trainer(trainer)
 
@@ -178,10 +179,10 @@ class CatastrophicOverfittingGuard:
     def set_trainer(self, trainer: Engine) -> None:
         """Number warnings by the trainer's epoch; with ``probe_every`` > 0, run the probe on the trainer."""
         self.trainer = trainer
-        if self.active and self.probe_every > 0 and self.probe_loader is not None:
-            event = Events.ITERATION_COMPLETED(every=self.probe_every)
-            if not trainer.has_event_handler(self.probe, event):
-                trainer.add_event_handler(event, self.probe)
+        probing = self.active and self.probe_every > 0 and self.probe_loader is not None
+        if probing and trainer not in self._probed:  # a filtered event wraps the handler: keep count here
+            trainer.add_event_handler(Events.ITERATION_COMPLETED(every=self.probe_every), self.probe)
+            self._probed.append(trainer)
 
     # ------------------------------------------------------------------ the checks
     def __call__(self, engine: Engine) -> None:
