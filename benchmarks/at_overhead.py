@@ -1,15 +1,22 @@
 """
-Cost of one PGD adversarial-training step, measured in one run on this machine.
+Cost of one adversarial-training step per mode, in plain training steps, measured side by side in one run.
 
-    python benchmarks/at_overhead.py [--steps 5] [--batch 32] [--size 224] [--backbone resnet18]
-                                     [--variant vanilla] [--repeats 5] [--device cpu]
+    python benchmarks/at_overhead.py [--modes pgd fgsm_rs n_fgsm] [--steps 5] [--batch 32] [--size 224]
+                                     [--backbone resnet18] [--variant vanilla] [--repeats 5] [--device cpu]
 
-One ``AssimilationTrainer`` iteration with ``adversarial_training="pgd"`` and k = ``--steps`` attack steps
-(k forward+backward passes w.r.t. the input in eval mode, one no-grad clean forward for ``acc_clean``, the
-training forward+backward and the optimiser step) divided by (k + 1) iterations of the same trainer with
-``adversarial_training="none"``: the attack's passes cost about as much as training steps, so the target
-is <= 1.15. The two are timed alternately (AT step, then k + 1 plain steps, ``--repeats`` times after one
-warm-up of each) and the ratio of the medians is printed.
+One ``AssimilationTrainer`` iteration of each mode divided by one iteration of the same trainer with
+``adversarial_training="none"`` (forward, backward, optimiser step). Each mode's iteration holds one no-grad
+clean forward for ``acc_clean``, its attack's forward+backward passes w.r.t. the input in eval mode, and
+the training forward+backward and optimiser step:
+
+- ``pgd`` with k = ``--steps`` attack steps: k attack passes, so its target is k + 1 plain steps with 15%
+  slack (``ratio / (k + 1) <= 1.15``);
+- ``fgsm_rs`` and ``n_fgsm``: one attack pass, target <= 2.2 plain steps;
+- ``trades`` (k steps; its update forward runs on the clean and adversarial batches together): printed,
+  no target.
+
+Every repeat times one plain step and one step of each mode in turn (after one warm-up of each), so the
+modes see the same machine load; the medians are compared.
 """
 
 from __future__ import annotations
@@ -20,9 +27,14 @@ import time
 
 import torch
 
-from monai_assim.engines import AssimilationTrainer
+from monai_assim.engines import ONE_STEP_MODES, AssimilationTrainer
 from monai_assim.losses import AssimilationLoss
 from monai_assim.networks import AssimilationNet
+
+#: plain steps a one-step mode may cost
+ONE_STEP_TARGET = 2.2
+#: slack of PGD-AT over k + 1 plain steps
+PGD_SLACK = 1.15
 
 
 def _trainer(args: argparse.Namespace, mode: str, device: torch.device) -> AssimilationTrainer:
@@ -42,9 +54,19 @@ def _trainer(args: argparse.Namespace, mode: str, device: torch.device) -> Assim
     )
 
 
+def target(mode: str, steps: int) -> float | None:
+    """The most plain steps one step of ``mode`` may cost (``None``: no target)."""
+    if mode in ONE_STEP_MODES:
+        return ONE_STEP_TARGET
+    if mode == "pgd":
+        return PGD_SLACK * (steps + 1)
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=5, help="attack steps k of PGD-AT")
+    parser.add_argument("--modes", nargs="+", default=["pgd", *ONE_STEP_MODES], help="adversarial-training modes")
+    parser.add_argument("--steps", type=int, default=5, help="attack steps k of pgd / trades")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--backbone", default="resnet18")
@@ -59,29 +81,36 @@ def main() -> None:
         "image": torch.rand(args.batch, 1, args.size, args.size, generator=gen).to(device),
         "label": torch.randint(0, 2, (args.batch,), generator=gen).to(device),
     }
-    at, plain = _trainer(args, "pgd", device), _trainer(args, "none", device)
+    trainers = {mode: _trainer(args, mode, device) for mode in ["none", *args.modes]}
 
-    def timed(trainer: AssimilationTrainer, n: int) -> float:
+    def timed(trainer: AssimilationTrainer) -> float:
         sync()
         start = time.perf_counter()
-        for _ in range(n):
-            trainer._iteration(trainer, batch)
+        trainer._iteration(trainer, batch)
         sync()
         return time.perf_counter() - start
 
-    timed(at, 1), timed(plain, 1)  # warm-up
-    at_times, plain_times = [], []
+    for trainer in trainers.values():  # warm-up
+        timed(trainer)
+    times: dict[str, list[float]] = {mode: [] for mode in trainers}
     for _ in range(args.repeats):
-        at_times.append(timed(at, 1))
-        plain_times.append(timed(plain, args.steps + 1))
-    a, p = statistics.median(at_times), statistics.median(plain_times)
+        for mode, trainer in trainers.items():
+            times[mode].append(timed(trainer))
+    medians = {mode: statistics.median(t) for mode, t in times.items()}
+    plain = medians["none"]
     print(
         f"{args.backbone} {args.variant}, batch {args.batch} x 1 x {args.size} x {args.size}, {device}, "
-        f"{torch.get_num_threads()} threads, k = {args.steps}, {args.repeats} repeats"
+        f"{torch.get_num_threads()} threads, k = {args.steps}, {args.repeats} repeats (medians)"
     )
-    print(f"PGD-AT step:           {a * 1000:9.1f} ms (median)")
-    print(f"{args.steps + 1} plain steps:        {p * 1000:9.1f} ms (median)")
-    print(f"ratio AT / (k+1) plain: {a / p:.3f}   (target <= 1.15)")
+    print(f"{'mode':<10} {'ms':>9} {'plain steps':>12} {'target':>8}")
+    print(f"{'none':<10} {plain * 1000:9.1f} {1.0:12.2f} {'':>8}")
+    for mode in args.modes:
+        ratio = medians[mode] / plain
+        most = target(mode, args.steps)
+        verdict = "" if most is None else f"<= {most:.2f} {'ok' if ratio <= most else 'MISSED'}"
+        print(f"{mode:<10} {medians[mode] * 1000:9.1f} {ratio:12.2f} {verdict:>8}")
+        if mode == "pgd":
+            print(f"{'':<10} ratio AT / (k+1) plain: {ratio / (args.steps + 1):.3f}   (target <= {PGD_SLACK})")
 
 
 if __name__ == "__main__":

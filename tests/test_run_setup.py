@@ -242,6 +242,8 @@ def test_no_trained_run_is_a_user_error(tmp_path):
         ({}, ("clean", 2.0, False)),  # no adversarial training: clean selection, no robust validation
         ({"adversarial_training": "pgd", "at_eps": 4}, ("robust", 4.0, True)),
         ({"adversarial_training": "trades", "select_by": "clean"}, ("clean", 2.0, True)),
+        ({"adversarial_training": "fgsm_rs", "at_eps": 8}, ("robust", 8.0, True)),
+        ({"adversarial_training": "n_fgsm"}, ("robust", 2.0, True)),
         ({"select_by": "robust", "val_robust_eps": 1}, ("robust", 1.0, True)),
     ],
 )

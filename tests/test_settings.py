@@ -52,6 +52,10 @@ def test_good_settings_are_normalised():
         ("select_by", "best"),
         ("val_robust_attack", "cw"),
         ("assimilation_lr", 0.0),
+        ("lr_schedule", "linear"),
+        ("at_eps_warmup_epochs", -1),
+        ("co_probe_every", -5),
+        ("co_probe_every", 2.5),
     ],
 )
 def test_bad_values_are_user_errors(key, value):
@@ -63,3 +67,21 @@ def test_the_training_config_lists_every_setting():
     config = with_settings(json.loads((BUNDLES / "common" / "train.json").read_text()))
     assert all(config[k] == (None if k in ("mean", "std") else "auto") for k in SETTING_KEYS)
     assert config["run_setup"]["settings"] == {k: f"@{k}" for k in SETTING_KEYS}
+
+
+@pytest.mark.parametrize("mode", ["fgsm_rs", "N_FGSM"])
+def test_one_step_modes_are_adversarial_training(mode):
+    """The one-step modes are choices of the table and select by robust accuracy, as pgd and trades."""
+    out = dict(GOOD, adversarial_training=mode)
+    check_settings(out)
+    assert out["adversarial_training"] == mode.lower() and out["select_by"] == "robust"
+    assert out["val_robust_eps"] == out["at_eps"]
+
+
+def test_schedule_settings_default_to_todays_training():
+    out = dict(GOOD)
+    check_settings(out)
+    assert (out["lr_schedule"], out["at_eps_warmup_epochs"], out["co_probe_every"]) == ("none", 0.0, 0)
+    out = dict(GOOD, lr_schedule="Cosine", at_eps_warmup_epochs=2, co_probe_every=50)
+    check_settings(out)
+    assert (out["lr_schedule"], out["at_eps_warmup_epochs"], out["co_probe_every"]) == ("cosine", 2.0, 50)

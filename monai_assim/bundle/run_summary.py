@@ -42,6 +42,15 @@ HISTORY_KEYS = (
 )
 
 
+def _by_guard(warnings: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The warnings grouped by the guard that gave them, named as its log lines start."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for w in warnings:
+        guard = "CATASTROPHIC OVERFITTING" if str(w.get("kind", "")).startswith("catastrophic") else "COLLAPSE GUARD"
+        out.setdefault(guard, []).append(w)
+    return out
+
+
 class RunSummary:
     """RunSetup's run summary: the folder's lock, start, run, per-epoch records, finish and the next steps."""
 
@@ -55,7 +64,10 @@ class RunSummary:
             self.write_summary(epochs=self.epochs)
 
     def record_warning(self, record: dict[str, Any]) -> None:
-        """Add a warning of the :class:`~monai_assim.engines.CollapseGuard` to the summary's ``"warnings"``."""
+        """
+        Add a warning of the :class:`~monai_assim.engines.CollapseGuard` or the
+        :class:`~monai_assim.engines.CatastrophicOverfittingGuard` to the summary's ``"warnings"``.
+        """
         self.warnings.append(dict(record))
         if get_rank() == 0:
             self.write_summary(warnings=self.warnings)
@@ -210,10 +222,10 @@ class RunSummary:
             best_metric_name=metric if best_saver is not None else None,
             warnings=self.warnings,
         )
-        if self.warnings:
-            epochs = sorted({int(w["epoch"]) for w in self.warnings})
+        for guard, found in _by_guard(self.warnings).items():
+            epochs = sorted({int(w["epoch"]) for w in found})
             logger.warning(
-                f"COLLAPSE GUARD: {len(self.warnings)} warning(s) in epoch(s) {', '.join(map(str, epochs))}; "
+                f"{guard}: {len(found)} warning(s) in epoch(s) {', '.join(map(str, epochs))}; "
                 f"see 'warnings' in {self.output_dir / SUMMARY_FILE} before trusting this run."
             )
         self.release_folder()

@@ -164,6 +164,15 @@ def _workers(name: str, value: Any, _: Mapping) -> int:
     return value
 
 
+def _probe_every(name: str, value: Any, _: Mapping) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserInputError(
+            f"{name} must be an int >= 0 (training iterations between two checks; 0: none), got {value!r}.",
+            "e.g. --co_probe_every 50 attacks a fixed held-out batch every 50 iterations.",
+        )
+    return value
+
+
 def _assimilation_lr(name: str, value: Any, _: Mapping) -> float | None:
     if value is None or (isinstance(value, str) and value.lower() == "none"):
         return None
@@ -224,6 +233,12 @@ def _maps() -> tuple[str, ...]:
     return tuple(OUTPUT_MAPS)
 
 
+def _lr_schedules() -> tuple[str, ...]:
+    from monai_assim.engines.schedules import LR_SCHEDULES
+
+    return tuple(LR_SCHEDULES)
+
+
 def _modes() -> tuple[str, ...]:
     from monai_assim.engines.adversarial_training import ADVERSARIAL_TRAINING_MODES
 
@@ -246,6 +261,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("batch_size", check=_positive),
     Setting("learning_rate", check=_number(0.0, _INF, "learning_rate must be > 0, got {value}.", open_low=True)),
     Setting("assimilation_lr", None, _assimilation_lr),
+    Setting(
+        "lr_schedule",
+        "none",
+        _choice(
+            _lr_schedules,
+            "none keeps the learning rate; cosine anneals it to 0 over the run; step divides it by 10 at 50% and 75% "
+            "of the iterations (each stepped per iteration).",
+            lower=True,
+        ),
+        recorded_before="none",
+    ),
     Setting("assimilation_init", "identity", _choice(_inits)),
     Setting(
         "assimilation_map",
@@ -268,11 +294,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("at_steps", 5, _positive),
     Setting("at_ratio", 1.0, _number(0.0, 1.0, "at_ratio must lie in (0, 1], got {value}.", open_low=True)),
     Setting("trades_beta", 6.0, _number(0.0, _INF, "trades_beta must be >= 0, got {value}.")),
+    Setting(
+        "at_eps_warmup_epochs",
+        0.0,
+        _number(0.0, _INF, "at_eps_warmup_epochs must be >= 0 (0: no warm-up), got {value}."),
+        recorded_before=0.0,
+    ),
     Setting("select_by", check=_select_by, follows="adversarial_training"),
     Setting("val_robust_eps", check=_val_robust_eps, follows="at_eps"),
     Setting("val_robust_attack", "PGD", _val_robust_attack),
     Setting("val_robust_steps", 10, _positive),
     Setting("val_robust_per_class", None, lambda n, v, _: positive_int(n, v, allow_none=True)),
+    Setting("co_probe_every", 0, _probe_every, resume_changeable=True, recorded_before=0),
     Setting("texture_features", 8, _positive, recorded_before=8, network=True),
     Setting("texture_layers", 3, _positive, recorded_before=3, network=True),
     Setting("color_features", 16, _positive, recorded_before=16, network=True),

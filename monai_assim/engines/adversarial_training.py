@@ -1,6 +1,7 @@
 r"""
-Adversarial training inside :class:`~monai_assim.engines.AssimilationTrainer`: PGD-AT and TRADES
-(the attack and the KL here; each mode's whole step in :mod:`monai_assim.engines.steps`).
+Adversarial training inside :class:`~monai_assim.engines.AssimilationTrainer`: PGD-AT, TRADES and the
+one-step modes FGSM-RS and N-FGSM (the attacks and the KL here; each mode's whole step in
+:mod:`monai_assim.engines.steps`).
 
 Both craft L-inf adversarial examples against the WHOLE model (texture module T, colour module C, the
 backbone's normalisation and the backbone: the network as the evaluator calls it) in [0, 1] pixel space,
@@ -20,6 +21,12 @@ this is exactly ``torchattacks.PGD`` (same calls, so the same random start for t
 - **TRADES** (Zhang et al. 2019): the inner loss is :math:`\mathrm{KL}(p(x) \,\|\, p(x'))` with
   :math:`p(x)` the clean prediction of the model in eval mode (fixed during crafting), and the objective
   :math:`\mathrm{CE}(f(x), y) + \beta\, \mathrm{KL}(p(x) \,\|\, p(x_{adv}))` (:func:`trades_kl`).
+- **FGSM-RS** (Wong, Rice & Kolter, ICLR 2020) and **N-FGSM** (de Jorge et al., NeurIPS 2022): one
+  signed-gradient step of CE from a uniform random start (:func:`fgsm_perturb`), then trained on as
+  PGD-AT's batch. FGSM-RS: start :math:`U(-\epsilon, \epsilon)`, step :math:`1.25\,\epsilon`, projected
+  on the eps-ball (torchattacks' ``FFGSM``); N-FGSM: noise :math:`U(-2\epsilon, 2\epsilon)`, step
+  :math:`\epsilon`, NOT projected on the eps-ball (only clipped to [0, 1]), so
+  :math:`|x_{adv} - x|_\infty \le 3\epsilon`.
 
 **Model mode.** The attack runs with the whole network in eval mode (:func:`eval_mode`): BatchNorm uses
 and does NOT update its running statistics, dropout is off; every submodule's ``training`` flag is
@@ -48,24 +55,29 @@ from monai_assim.utils import eval_mode
 
 __all__ = [
     "ADVERSARIAL_TRAINING_MODES",
+    "ONE_STEP_MODES",
     "AdversarialKeys",
     "check_attack",
     "eval_mode",
+    "fgsm_perturb",
     "pgd_perturb",
     "trades_kl",
 ]
 
-#: ``none`` (plain training), ``pgd`` (PGD-AT, Madry et al.), ``trades`` (Zhang et al.)
-ADVERSARIAL_TRAINING_MODES = ("none", "pgd", "trades")
+#: ``none`` (plain training), ``pgd`` (PGD-AT, Madry et al.), ``trades`` (Zhang et al.), ``fgsm_rs`` (FGSM
+#: from a random start, Wong, Rice & Kolter), ``n_fgsm`` (noisy FGSM, de Jorge et al.)
+ADVERSARIAL_TRAINING_MODES = ("none", "pgd", "trades", "fgsm_rs", "n_fgsm")
+#: the modes that craft their examples with one gradient step (prone to catastrophic overfitting)
+ONE_STEP_MODES = ("fgsm_rs", "n_fgsm")
 
 
 class AdversarialKeys(StrEnum):
     """Keys adversarial training adds to ``engine.state.output``."""
 
-    LOSS_ADV = "loss_adv"  # PGD-AT: CE on the adversarial samples; TRADES: KL(p(x) || p(x_adv)) (unweighted)
+    LOSS_ADV = "loss_adv"  # PGD-AT, FGSM-RS, N-FGSM: CE on the adversarial samples; TRADES: KL(p(x) || p(x_adv))
     ACC_CLEAN = "acc_clean"  # accuracy on the clean batch, model in eval mode, before the update
     ACC_ADV = "acc_adv"  # accuracy on the adversarial samples (the training forward)
-    IMAGE_ADV = "image_adv"  # the batch the update was computed on (PGD-AT) / the adversarial batch (TRADES)
+    IMAGE_ADV = "image_adv"  # the batch the update was computed on (PGD-AT, one-step) / the adversarial batch (TRADES)
 
 
 #: the logged adversarial-training scalars
@@ -139,3 +151,50 @@ def pgd_perturb(
             delta = torch.clamp(adv - images, -eps, eps)
             adv = torch.clamp(images + delta, 0, 1).detach()
     return adv
+
+
+def fgsm_perturb(
+    network: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    alpha: float,
+    noise: float,
+    project: bool = True,
+) -> torch.Tensor:
+    r"""
+    One signed-gradient step of CE on ``network`` (eval mode, flags restored) from a uniform random start:
+
+    .. math::
+        x^{0} = \mathrm{clip}_{[0,1]}(x + U(-\eta, \eta)), \qquad
+        x_{adv} = P\big(x^{0} + \alpha\,\mathrm{sign}\,\nabla_{x^0} \mathrm{CE}(f(x^0), y)\big),
+
+    with :math:`P` the projection on :math:`\{|x' - x|_\infty \le \epsilon\} \cap [0, 1]` (``project=True``)
+    or the clip to [0, 1] alone (``project=False``). FGSM-RS is ``noise=eps, alpha=1.25 * eps, project=True``
+    (one step of :func:`pgd_perturb` with that step size, and torchattacks' ``FFGSM``); N-FGSM is
+    ``noise=2 * eps, alpha=eps, project=False``. The noise is drawn with ``Tensor.uniform_`` as in
+    :func:`pgd_perturb`. Gradients are taken w.r.t. the input only.
+
+    Args:
+        network: the whole model, ``(B, 1, H, W)`` on [0, 1] -> logits.
+        images: ``(B, 1, H, W)`` on [0, 1]. labels: ``(B,)`` class indices.
+        eps: the budget of the projection, in [0, 1]. alpha: step size. noise: half-width of the start's noise.
+        project: project on the eps-ball (else only clip to [0, 1]).
+
+    Returns:
+        adversarial images, detached, on [0, 1].
+    """
+    eps = check_eps(eps)
+    images = images.detach()
+    adv = images
+    if noise > 0:
+        adv = torch.clamp(images + torch.empty_like(images).uniform_(-float(noise), float(noise)), 0, 1)
+    adv = adv.detach()
+    with eval_mode(network), torch.enable_grad():
+        adv.requires_grad_(True)
+        cost = F.cross_entropy(network(adv).float(), labels)
+        grad = torch.autograd.grad(cost, adv)[0]
+    adv = adv.detach() + float(alpha) * grad.sign()
+    if project:
+        adv = images + torch.clamp(adv - images, -eps, eps)
+    return torch.clamp(adv, 0, 1).detach()

@@ -79,11 +79,14 @@ class AssimilationTrainer(SupervisedTrainer):
 
     Args:
         adversarial_training: ``"none"`` (default: the iteration above, unchanged), ``"pgd"`` (PGD-AT,
-            Madry et al.) or ``"trades"`` (Zhang et al.); the examples are crafted against the whole
-            network in [0, 1] pixel space, in eval mode.
+            Madry et al.), ``"trades"`` (Zhang et al.), ``"fgsm_rs"`` (FGSM from a random start, step
+            1.25 eps, Wong et al.) or ``"n_fgsm"`` (noise 2 eps, step eps, no projection, de Jorge et al.);
+            the examples are crafted against the whole network in [0, 1] pixel space, in eval mode.
         at_eps: L-inf budget in [0, 1] pixel units (2/255 by default).
-        at_steps: attack iterations T, step size ``2.5 * at_eps / T`` (the evaluation rule).
-        at_ratio: PGD-AT: fraction of each batch replaced by adversarial examples (1.0 = Madry).
+        at_steps: attack iterations T of ``pgd`` / ``trades``, step size ``2.5 * at_eps / T`` (the
+            evaluation rule); the one-step modes ignore it.
+        at_ratio: PGD-AT and the one-step modes: fraction of each batch replaced by adversarial examples
+            (1.0 = Madry).
         trades_beta: TRADES weight of the KL term.
         args, kwargs: those of ``SupervisedTrainer``.
 

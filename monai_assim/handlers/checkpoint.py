@@ -19,7 +19,17 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["AtomicCheckpointSaver", "atomic_torch_save"]
+__all__ = ["AtomicCheckpointSaver", "atomic_torch_save", "checkpoint_objects"]
+
+
+def checkpoint_objects(**objects: Any) -> dict[str, Any]:
+    """
+    The objects a training checkpoint holds (``save_dict`` of the saver, ``load_dict`` of MONAI's
+    ``CheckpointLoader``): those given, less the ones that are ``None``, an optional part such as the
+    learning-rate scheduler of a run without a schedule. A run that had no such part writes no key for it,
+    so its checkpoints, and those of runs from before the part existed, load with the same dict.
+    """
+    return {name: obj for name, obj in objects.items() if obj is not None}
 
 
 def _state_dict(obj: Any) -> Any:

@@ -20,9 +20,10 @@ chooses, default :data:`DEFAULT_ARMS`):
   ``alpha`` (or ``--alpha``), ``assimilation_lr`` and ``assimilation_init`` (or the study's options);
 - ``alpha1`` (unless ``--no_ablation``): assimilated with ``alpha = 1``, i.e. without the GLCM term,
   the paper's "w/o GLCM loss" ablation;
-- ``vanilla_pgdat``, ``assimilated_pgdat``, ``vanilla_trades``, ``assimilated_trades``: the same with
-  adversarial training (bundle override ``adversarial_training`` ``pgd`` / ``trades``; ``--at_eps``,
-  ``--at_steps``, ``--trades_beta`` are forwarded to the bundle when given).
+- ``vanilla_pgdat``, ``assimilated_pgdat``, ``vanilla_trades``, ``assimilated_trades``,
+  ``vanilla_fgsm_rs``, ``assimilated_fgsm_rs``, ``vanilla_n_fgsm``, ``assimilated_n_fgsm``: the same with
+  adversarial training (bundle override ``adversarial_training`` ``pgd`` / ``trades`` / ``fgsm_rs`` /
+  ``n_fgsm``; ``--at_eps``, ``--at_steps``, ``--trades_beta`` are forwarded to the bundle when given).
 
 A bundle ``seed`` changes the split (``RunSetup``), the initialisation of the new layers and the data
 order (``monai.utils.set_determinism`` in ``initialize``, which also seeds MONAI's ``DataLoader`` and

@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--jobs", type=int, default=1, help="(seed, arm) jobs at once, each a single-thread subprocess")
     p.add_argument(
-        "--at_eps", type=float, default=None, help="adversarial-training eps, forwarded to the *_pgdat / *_trades arms"
+        "--at_eps", type=float, default=None, help="adversarial-training eps, forwarded to the adversarial arms"
     )
     p.add_argument("--at_steps", type=int, default=None, help="adversarial-training steps, forwarded likewise")
     p.add_argument("--trades_beta", type=float, default=None, help="TRADES beta, forwarded likewise")

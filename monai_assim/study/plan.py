@@ -23,6 +23,10 @@ ARMS: dict[str, dict[str, Any]] = {
     "assimilated_pgdat": {"variant": "assimilated", "adversarial_training": "pgd"},
     "vanilla_trades": {"variant": "vanilla", "adversarial_training": "trades"},
     "assimilated_trades": {"variant": "assimilated", "adversarial_training": "trades"},
+    "vanilla_fgsm_rs": {"variant": "vanilla", "adversarial_training": "fgsm_rs"},
+    "assimilated_fgsm_rs": {"variant": "assimilated", "adversarial_training": "fgsm_rs"},
+    "vanilla_n_fgsm": {"variant": "vanilla", "adversarial_training": "n_fgsm"},
+    "assimilated_n_fgsm": {"variant": "assimilated", "adversarial_training": "n_fgsm"},
 }
 
 

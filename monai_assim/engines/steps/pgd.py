@@ -19,7 +19,9 @@ class PGDStep:
         ratio: fraction of each batch replaced by adversarial examples, in (0, 1] (at least one sample).
 
     The objective (with the GLCM term against the CLEAN image) is that of the mixed batch; ``acc_clean``
-    costs one no-grad eval-mode forward of the clean batch.
+    costs one no-grad eval-mode forward of the clean batch. A subclass changes the attack alone by overriding
+    :meth:`perturb` (the one-step modes). ``eps`` may be changed between iterations (the eps warm-up,
+    :class:`~monai_assim.engines.EpsWarmup`); the step size follows it.
     """
 
     mode = "pgd"
@@ -30,6 +32,10 @@ class PGDStep:
             raise ValueError(f"at_ratio must lie in (0, 1], got {ratio!r}.")
         self.ratio = float(ratio)
 
+    def perturb(self, network: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The adversarial examples of ``x`` (eval mode, whole model): PGD with a random start."""
+        return pgd_perturb(network, x, labels, self.eps, self.steps)
+
     def __call__(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         batch = x.shape[0]
         n_adv = min(batch, max(1, int(round(self.ratio * batch))))
@@ -37,7 +43,7 @@ class PGDStep:
             with torch.no_grad(), eval_mode(ctx.network):
                 clean = ctx.network(x)
             labels = as_class_indices(y, int(clean.shape[1]))
-            adv = pgd_perturb(ctx.network, x[:n_adv], labels[:n_adv], self.eps, self.steps)
+            adv = self.perturb(ctx.network, x[:n_adv], labels[:n_adv])
             x_in = torch.cat([adv, x[n_adv:]]) if n_adv < batch else adv
             logits, rgb = ctx.forward(x_in)
         loss, terms = ctx.objective(logits, y, rgb, x)
