@@ -444,3 +444,94 @@ def test_export_takes_the_network_from_the_run(tmp_path):
     # a summary written before the T/C sizes were recorded: the sizes those runs used
     del summary["settings"]["texture_features"]
     assert exported_config("inference.json", summary)["texture_features"] == 8
+
+
+#: a run summary as a training run writes it, for the tests that build configs without a run.
+_SUMMARY = {
+    "modality": "chest_xray",
+    "class_names": ["normal", "pneumonia"],
+    "settings": {"variant": "assimilated", "backbone": "mobilenet_v2", "image_size": 32, "mean": None,
+                 "std": None, "texture_features": 4, "texture_layers": 2, "color_features": 8},
+}  # fmt: skip
+
+
+def _ids_calling(value, calls: tuple[str, ...], where: str = "") -> set[str]:
+    """The ids (``a#b#0``) of every string in ``value`` that calls one of ``calls``."""
+    if isinstance(value, str):
+        return {where} if any(f"{c}(" in value for c in calls) else set()
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return set().union(set(), *(_ids_calling(v, calls, f"{where}#{k}" if where else str(k)) for k, v in items))
+
+
+@pytest.mark.parametrize("name", ["inference.json", "evaluate.json"])
+def test_export_overrides_every_id_that_reads_the_run(name):
+    """
+    The export sets (through MONAI's ConfigParser, by config id) every id where the template reads the run
+    folder; the exported config calls none of run_setting / run_class_names / ..., and holds the values set.
+    """
+    from monai.bundle import ConfigParser
+
+    from monai_assim.bundle.export import RUN_FOLDER_CALLS, UNUSED_IDS, export_overrides
+
+    template = json.loads((REPO / "bundles" / "common" / name).read_text())
+    overrides = export_overrides(name, _SUMMARY, template)
+    reading = _ids_calling(template, ("run_setting", "run_class_names"))
+    assert reading and reading <= set(overrides), reading - set(overrides)
+    config = exported_config(name, _SUMMARY)
+    assert _ids_calling(config, RUN_FOLDER_CALLS) == set()
+    exported = ConfigParser(config)
+    for i, value in overrides.items():
+        if i not in UNUSED_IDS or i in config:
+            assert exported[i] == value, i
+    assert exported["network_def#mean"] == "@mean" and config["backbone"] == "mobilenet_v2"
+
+
+def _template_copy(tmp_path, monkeypatch, name: str, edit) -> None:
+    """bundles/common copied to ``tmp_path`` with ``edit`` applied to the config ``name``, and export reading it."""
+    from monai_assim.bundle import export
+
+    common = tmp_path / "bundles" / "common"
+    shutil.copytree(REPO / "bundles" / "common", common)
+    config = json.loads((common / name).read_text())
+    edit(config)
+    (common / name).write_text(json.dumps(config, indent=4))
+    monkeypatch.setattr(export, "BUNDLES_DIR", tmp_path / "bundles")
+
+
+def _rename_mean(config):
+    config["network_def"]["mean_value"] = config["network_def"].pop("mean")
+
+
+def _new_run_setting(config):
+    config["network_def"]["dropout"] = "$monai_assim.bundle.run_setting(@dropout, @output_dir, 'dropout')"
+
+
+def _rename_class_names(config):
+    config["prediction_saver"]["names"] = config["prediction_saver"].pop("class_names")
+
+
+def _rename_assimilation_map(config):
+    config["output_map"] = config.pop("assimilation_map")
+    config["network_def"]["output_map"] = "$monai_assim.bundle.run_setting(@output_map, @output_dir, 'output_map')"
+
+
+@pytest.mark.parametrize(
+    "name, edit, message",
+    [
+        ("inference.json", _rename_mean, r"no id 'network_def#mean'.*renamed"),
+        ("evaluate.json", _rename_mean, r"no id 'network_def#mean'.*renamed"),
+        ("inference.json", _rename_class_names, r"no id 'prediction_saver#class_names'"),
+        ("inference.json", _new_run_setting, r"still calls run_setting\(\)"),
+        ("evaluate.json", _rename_assimilation_map, r"output_map is still 'auto'"),
+    ],
+)
+def test_export_refuses_a_template_it_does_not_know(tmp_path, monkeypatch, name, edit, message):
+    """A template id the export sets renamed, or a new id that reads the run folder: a clear error, no config."""
+    _template_copy(tmp_path, monkeypatch, name, edit)
+    with pytest.raises(RuntimeError, match=message):
+        exported_config(name, _SUMMARY)
+    # the setting renamed in the training run as well (the run records it): the export's reference is left dangling
+    summary = {**_SUMMARY, "settings": {**_SUMMARY["settings"], "output_map": "clamp"}}
+    if edit is _rename_assimilation_map:
+        with pytest.raises(RuntimeError, match=r"refers to 'assimilation_map', which it lacks"):
+            exported_config(name, summary)

@@ -55,7 +55,15 @@ from monai_assim.bundle.templates import bundles_dir
 from monai_assim.data.layouts import get_layout
 from monai_assim.errors import MissingInputError, UserInputError
 
-__all__ = ["BUNDLES_DIR", "EXPORTED_CONFIGS", "bundle_file", "export_bundle", "exported_config", "labelled_images"]
+__all__ = [
+    "BUNDLES_DIR",
+    "EXPORTED_CONFIGS",
+    "bundle_file",
+    "export_bundle",
+    "export_overrides",
+    "exported_config",
+    "labelled_images",
+]
 
 #: the ``bundles`` folder (the repository's, or the package's copy in a wheel install): templates
 #: (``common/``), per-modality metadata and licence.
@@ -75,8 +83,45 @@ RUN_FOLDER_CALLS = (
     "load_run_summary",
     "default_output_dir",
 )
-_RUN_SETTING = re.compile(r"monai_assim\.bundle\.run_setting\(\s*@(\w+)\s*,\s*@output_dir\s*,\s*['\"]\w+['\"]\s*\)")
-_RUN_CLASS_NAMES = re.compile(r"monai_assim\.bundle\.run_class_names\(\s*@(\w+)\s*,\s*@output_dir\s*\)")
+#: config id -> its value in an exported config, for every id where the templates read a setting of the
+#: network or its preprocessing from the run folder (``run_setting(@x, @output_dir, 'x')``): the top-level
+#: setting, which holds the run's value there (so ``--image_size`` etc. still reach it, as in the templates).
+RUN_SETTING_IDS: dict[str, Any] = {
+    "spatial_size": "$monai_assim.data.spatial_size(@image_size)",
+    "network_def#backbone": "@backbone",
+    "network_def#num_classes": "@num_classes",
+    "network_def#variant": "@variant",
+    "network_def#mean": "@mean",
+    "network_def#std": "@std",
+    "network_def#output_map": "@assimilation_map",
+    "network_def#texture_features": "@texture_features",
+    "network_def#texture_layers": "@texture_layers",
+    "network_def#color_features": "@color_features",
+}
+#: config ids every exported config sets to a fixed value: no run folder, no repository path, the bundle's weights.
+FIXED_IDS: dict[str, Any] = {
+    "bundle_root": ".",
+    "output_dir": ".",  # outputs under --output_dir, default: the working directory
+    "ckpt_path": MODEL_PATH_EXPR,
+    "dataset_dir": None,  # removed where nothing refers to it (inference)
+}
+#: config ids of one exported config, and their values: where its images and class names come from.
+CONFIG_IDS: dict[str, dict[str, Any]] = {
+    "inference.json": {
+        "input": None,  # list_images(None) asks for --input
+        "datalist": "$@prediction_saver.select_readable(monai_assim.bundle.list_images(@input))",
+        "prediction_saver#class_names": "@class_names",
+    },
+    "evaluate.json": {"datalist": "$monai_assim.bundle.labelled_images(@dataset_dir, @modality)"},
+}
+#: top-level ids each exported config sets to the run's value (besides any other ``"auto"`` of the template).
+RUN_VALUE_IDS: dict[str, tuple[str, ...]] = {
+    "inference.json": ("modality", "image_size", "mean", "std", "backbone", "variant", "num_classes", "class_names"),
+    "evaluate.json": ("modality", "image_size", "mean", "std", "backbone", "variant", "num_classes"),
+}
+#: top-level ids removed from an exported config when nothing refers to them any more ("checkpoint" once
+#: ``ckpt_path`` is the bundle's model.pt, "split" of the run's lists, "dataset_dir" of inference).
+UNUSED_IDS = ("checkpoint", "split", "dataset_dir")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -115,37 +160,20 @@ def labelled_images(dataset_dir: str | os.PathLike | None, modality: str) -> lis
     ]
 
 
-def _resolve_run_settings(value: Any) -> Any:
-    """
-    ``value`` with every ``run_setting(@key, @output_dir, 'key')`` and ``run_class_names(@key, @output_dir)``
-    call replaced by ``@key``.
-    """
-    if isinstance(value, str):
-        new = _RUN_CLASS_NAMES.sub(r"@\1", _RUN_SETTING.sub(r"@\1", value))
-        if re.fullmatch(r"\$@[\w#]+", new):  # "$@mean" -> "@mean"
-            new = new[1:]
-        return new
-    if isinstance(value, list):
-        return [_resolve_run_settings(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _resolve_run_settings(v) for k, v in value.items()}
-    return value
-
-
-def _references(config: Any, key: str) -> bool:
-    return re.search(rf"@{re.escape(key)}\b", json.dumps(config)) is not None
-
-
 def _check_self_contained(config: dict, name: str) -> None:
+    from monai_assim.bundle.generate import PLACEHOLDER
+
     text = json.dumps(config)
     for call in RUN_FOLDER_CALLS:
         if call in text:
             raise RuntimeError(
                 f"bundles/common/{name} still calls {call}() after export (it reads a training run folder); "
-                "add the key that uses it to the overrides of monai_assim.bundle.export.exported_config."
+                "add the id that uses it to the overrides of monai_assim.bundle.export (RUN_SETTING_IDS, CONFIG_IDS)."
             )
     if "bundles/" in text or str(BUNDLES_DIR.parent) in text:
         raise RuntimeError(f"exported {name} still holds a path into the repository: {text[:200]}...")
+    if PLACEHOLDER in text:
+        raise RuntimeError(f"exported {name} still holds the template's placeholder {PLACEHOLDER}: {text[:200]}...")
 
     def walk(value: Any, where: str) -> None:
         if isinstance(value, str) and value.lower() == "auto":
@@ -160,64 +188,77 @@ def _check_self_contained(config: dict, name: str) -> None:
     walk(config, "")
 
 
+def _run_value(summary: Mapping[str, Any], key: str) -> Any:
+    """The run's value of the top-level setting ``key``: its class names and their number, or its recorded setting."""
+    if key == "modality":
+        return summary["modality"]
+    if key == "class_names":
+        return _class_names(summary)
+    if key == "num_classes":
+        return len(_class_names(summary))
+    if key in ("image_size", "mean", "std", "backbone", "variant"):
+        return summary["settings"][key]
+    return recorded_setting(summary, key, summary["settings"].get(key, "auto"))
+
+
+def export_overrides(name: str, summary: Mapping[str, Any], template: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    Config id -> value, everything the export sets in the template ``name`` (its top level ``template``)
+    for the run of ``summary``: :data:`FIXED_IDS`, :data:`RUN_VALUE_IDS` and any other top-level ``"auto"``
+    setting (the run's values), :data:`RUN_SETTING_IDS` and :data:`CONFIG_IDS`.
+    """
+    user_given = ("input", "dataset_dir", "class_names")  # "auto" in the templates, but not a run setting
+    auto = [k for k, v in template.items() if k not in user_given and isinstance(v, str) and v.lower() == "auto"]
+    overrides = {key: _run_value(summary, key) for key in (*auto, *RUN_VALUE_IDS[name])}
+    return {**overrides, **FIXED_IDS, **RUN_SETTING_IDS, **CONFIG_IDS[name]}
+
+
 def exported_config(name: str, summary: Mapping[str, Any], note: str = "") -> dict:
     """
     The exported bundle's ``name`` config (``"inference.json"`` or ``"evaluate.json"``), built from the
-    current template ``bundles/common/<name>``: ``MODALITY`` replaced by the run's modality, ``bundle_root``
-    ``"."``, the run's resolved settings (image size, normalisation, backbone, variant, class count and
-    names, sizes of T and C) as literal values, the weights at ``<bundle_root>/models/model.pt``, and the keys that pointed into the
-    run folder replaced: outputs under ``--output_dir`` (default: the working directory), the images
-    from ``--input`` (inference) or ``--dataset_dir`` (evaluate, every image of a labelled data set).
+    current template ``bundles/common/<name>`` with MONAI's config mechanism: the template is read by a
+    :class:`monai.bundle.ConfigParser` and :func:`export_overrides` set at their config ids (``parser[id] = value``):
+    the run's modality, ``bundle_root`` ``"."``, the run's resolved settings (image size, normalisation,
+    backbone, variant, class count and names, sizes of T and C) as literal values, the ids that read them from
+    the run folder referring to those values, the weights at ``<bundle_root>/models/model.pt``, outputs under
+    ``--output_dir`` (default: the working directory), the images from ``--input`` (inference) or
+    ``--dataset_dir`` (evaluate, every image of a labelled data set).
 
     Raises:
-        RuntimeError: when the result still depends on a training run folder or the repository (a
-            template gained a run-dependent key this function does not know yet).
+        RuntimeError: when the template lacks an id the export sets (renamed or moved), or the result still
+            depends on a training run folder or the repository (a template gained a run-dependent id this
+            function does not know yet).
     """
-    from monai_assim.bundle.generate import PLACEHOLDER
+    from monai.bundle import ConfigParser
+    from monai.bundle.reference_resolver import ReferenceResolver
 
     template = BUNDLES_DIR / "common" / name
     if not template.is_file():
         raise FileNotFoundError(
             f"config template {template} not found; export needs the monai_assim repository's bundles/ folder."
         )
-    modality = summary["modality"]
-    config = json.loads(template.read_text().replace(PLACEHOLDER, modality))
-    settings = summary["settings"]
-    class_names = _class_names(summary)
-
-    overrides: dict[str, Any] = {"bundle_root": ".", "output_dir": "."}
-    for key in ("image_size", "mean", "std", "backbone", "variant"):
-        overrides[key] = settings[key]
-    special = ("input", "dataset_dir", "class_names")
-    for key, value in config.items():  # any other setting the template leaves to the run
-        if key not in special and isinstance(value, str) and value.lower() == "auto":
-            overrides[key] = recorded_setting(summary, key, settings.get(key, "auto"))
-    if "class_names" in config:
-        overrides["class_names"] = class_names
-    if "num_classes" in config:
-        overrides["num_classes"] = len(class_names)
-    for key in ("ckpt_path", "checkpoint_path"):
-        if key in config:
-            overrides[key] = MODEL_PATH_EXPR
-    if "input" in config:
-        overrides["input"] = None  # list_images(None) asks for --input
-    if "dataset_dir" in config:
-        overrides["dataset_dir"] = None
-    if "datalist" in config:
-        if name == "evaluate.json":
-            overrides["datalist"] = "$monai_assim.bundle.labelled_images(@dataset_dir, @modality)"
-        else:
-            overrides["datalist"] = re.sub(
-                r"list_images\(@input, @output_dir\)", "list_images(@input)", config["datalist"]
-            )
-    config.update({k: v for k, v in overrides.items() if k in config or k in ("bundle_root",)})
-    config = _resolve_run_settings(config)
-    # keys left without a use ("checkpoint" once ckpt_path is the bundle's model.pt, "split" of the run's lists)
-    for key in ("checkpoint", "split", "dataset_dir"):
-        if key in config and not _references({k: v for k, v in config.items() if k != key}, key):
+    parser = ConfigParser(ConfigParser.load_config_file(template))
+    overrides = export_overrides(name, summary, parser.get())
+    missing = [i for i in overrides if i not in parser]
+    if missing:
+        raise RuntimeError(
+            f"bundles/common/{name} has no id {', '.join(map(repr, missing))}, which export sets (renamed or "
+            "moved?); update the overrides of monai_assim.bundle.export (RUN_SETTING_IDS, CONFIG_IDS, FIXED_IDS)."
+        )
+    parser.update(overrides)
+    config = parser.get()
+    for key in UNUSED_IDS:
+        if key in config and key not in ReferenceResolver.find_refs_in_config(_without(config, key), id=""):
             del config[key]
     _check_self_contained(config, name)
+    dangling = [i for i in ReferenceResolver.find_refs_in_config(config, id="") if i not in parser]
+    if dangling:
+        raise RuntimeError(f"exported {name} refers to {', '.join(map(repr, dangling))}, which it lacks (renamed?).")
     return {"_exported_": note, **config} if note else config
+
+
+def _without(config: dict, key: str) -> dict:
+    return {k: v for k, v in config.items() if k != key}
 
 
 def _load_state_dict(ckpt: str) -> dict:
