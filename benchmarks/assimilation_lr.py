@@ -65,11 +65,11 @@ def main() -> None:
             for _ in range(a.steps):
                 idx = torch.randperm(len(files), generator=g)[: a.batch]
                 logits, rgb = net(x_all[idx], return_assimilated=True)
-                loss = loss_fn(logits, y_all[idx], rgb, x_all[idx])
+                loss, terms = loss_fn.terms(logits, y_all[idx], rgb, x_all[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                ces.append(float(loss_fn.last_terms["ce"]))
+                ces.append(float(terms["ce"]))
             net.eval()
             with torch.no_grad():
                 d = assimilation_distances(net.assimilate(x_all), x_all, loss_fn)

@@ -5,9 +5,9 @@ Cost of one adversarial-training step per mode, in plain training steps, measure
                                      [--backbone resnet18] [--variant vanilla] [--repeats 5] [--device cpu]
 
 One ``AssimilationTrainer`` iteration of each mode divided by one iteration of the same trainer with
-``adversarial_training="none"`` (forward, backward, optimiser step). Each mode's iteration holds one no-grad
-clean forward for ``acc_clean``, its attack's forward+backward passes w.r.t. the input in eval mode, and
-the training forward+backward and optimiser step:
+``adversarial_training="none"`` (forward, backward, optimiser step). Each mode's iteration holds its
+attack's forward+backward passes w.r.t. the input in eval mode (TRADES also one no-grad clean forward, its
+attack's target), and the training forward+backward and optimiser step:
 
 - ``pgd`` with k = ``--steps`` attack steps: k attack passes, so its target is k + 1 plain steps with 15%
   slack (``ratio / (k + 1) <= 1.15``);

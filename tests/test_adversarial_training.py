@@ -113,7 +113,11 @@ def test_bn_running_stats_after_an_at_step_equal_a_plain_step_on_the_adversarial
     net = SmallNet(assimilate=False)
     reference = copy.deepcopy(net)
     at = _trainer(net, torch.nn.CrossEntropyLoss(), adversarial_training="pgd", at_eps=EPS, at_steps=3)
+    forwards = []
+    hook = net.register_forward_pre_hook(lambda module, args: forwards.append(module.training))
     at.run()
+    hook.remove()
+    assert forwards == [False] * 3 + [True]  # 3 attack passes in eval mode, the update; none for logging
     out = at.state.output
     x = torch.stack([d["image"] for d in textured_dataset(8, seed=1)[:4]])
     adv = out["image_adv"]
@@ -125,9 +129,9 @@ def test_bn_running_stats_after_an_at_step_equal_a_plain_step_on_the_adversarial
     for (name, p), q in zip(net.state_dict().items(), reference.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7, msg=name)
     assert net.training  # train mode restored after the attack
-    assert {"loss_adv", "acc_clean", "acc_adv", "image_adv"} <= set(out)
+    assert {"loss_adv", "acc_adv", "image_adv"} <= set(out) and "acc_clean" not in set(out)  # no clean sample
     logged = assimilation_output_transform(out)
-    assert set(logged) == {"loss", "loss_ce", "loss_glcm", "loss_adv", "acc_clean", "acc_adv"}
+    assert set(logged) == {"loss", "loss_ce", "loss_glcm", "loss_adv", "acc_adv"}
     assert logged["loss_adv"] == pytest.approx(logged["loss_ce"])  # ratio 1: every sample is adversarial
 
 
@@ -162,6 +166,9 @@ def test_pgd_at_on_the_assimilated_net_trains_t_and_c_with_the_clean_glcm_refere
     x_in = out["image_adv"]
     assert torch.equal(x_in[2:], x[2:]) and not torch.equal(x_in[:2], x[:2])  # ratio 0.5: 2 of 4 replaced
     assert (x_in - x).abs().max() <= EPS + 1e-6
+    labels, pred = torch.tensor([0, 1, 0, 1]), out["pred"].argmax(1)
+    assert float(out["acc_clean"]) == float((pred[2:] == labels[2:]).float().mean())  # the update's clean half
+    assert float(out["acc_adv"]) == float((pred[:2] == labels[:2]).float().mean())
     for name in ("texture", "color"):
         pairs = zip(getattr(net, name).parameters(), getattr(before, name).parameters())
         assert any(not torch.equal(p, q) for p, q in pairs), f"{name} was not updated"
@@ -170,10 +177,8 @@ def test_pgd_at_on_the_assimilated_net_trains_t_and_c_with_the_clean_glcm_refere
         before.train()
         logits, rgb = before(x_in, return_assimilated=True)
         reference = AssimilationLoss(alpha=0.5)
-        reference(logits, torch.tensor([0, 1, 0, 1]), rgb, x)
-        clean_ref = float(reference.last_terms["glcm"])
-        reference(logits, torch.tensor([0, 1, 0, 1]), rgb, x_in)
-        adv_ref = float(reference.last_terms["glcm"])
+        clean_ref = float(reference.terms(logits, torch.tensor([0, 1, 0, 1]), rgb, x)[1]["glcm"])
+        adv_ref = float(reference.terms(logits, torch.tensor([0, 1, 0, 1]), rgb, x_in)[1]["glcm"])
     assert float(out["loss_glcm"]) == pytest.approx(clean_ref, rel=1e-4)
     assert clean_ref != pytest.approx(adv_ref, rel=1e-4)
 

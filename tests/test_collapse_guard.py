@@ -154,3 +154,17 @@ def test_a_run_that_saturates_is_warned_and_recorded(tmp_path):
     assert warnings and warnings[0]["epoch"] == 1 and warnings[0]["kind"] in ("saturation", "single_class")
     assert "--assimilation_map sigmoid" in warnings[0]["message"]
     assert summary["epochs"][0]["val_saturation_texture"] > 0.5 or summary["epochs"][0]["val_saturation_color"] > 0.5
+
+
+def test_the_end_of_run_line_says_when_the_kept_checkpoint_recovered(tmp_path):
+    from monai_assim.bundle.run_summary import _guard_line
+
+    found, summary = [{"epoch": 1, "kind": "single_class"}, {"epoch": 2, "kind": "single_class"}], tmp_path / "s.json"
+    recovered = _guard_line("COLLAPSE GUARD", found, {"epoch": 3, "val_pred_classes": 2}, summary)
+    assert recovered.startswith("COLLAPSE GUARD: 2 warning(s) in epoch(s) 1, 2; ")
+    assert "the kept checkpoint is epoch 3" in recovered and "recovered" in recovered
+    for best in ({"epoch": 2, "val_pred_classes": 2}, {"epoch": 3, "val_pred_classes": 1}, {"epoch": 3}, None):
+        assert _guard_line("COLLAPSE GUARD", found, best, summary).endswith("before trusting this run.")
+    assert "before trusting" in _guard_line(
+        "CATASTROPHIC OVERFITTING", found, {"epoch": 3, "val_pred_classes": 2}, summary
+    )

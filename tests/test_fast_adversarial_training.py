@@ -89,7 +89,7 @@ def test_one_step_crafting_equals_a_direct_implementation(mode, reference):
     else:  # not projected: the noise and the step reach beyond eps (up to 3 eps)
         assert EPS + 1e-3 < reach <= 3 * EPS + 1e-6
     # the update was computed on the adversarial batch: PGD-AT's logged terms
-    logged = {"loss", "loss_ce", "loss_glcm", "loss_adv", "acc_clean", "acc_adv"}
+    logged = {"loss", "loss_ce", "loss_glcm", "loss_adv", "acc_adv"}  # ratio 1: no clean sample to log
     assert set(assimilation_output_transform(out)) == logged
     with torch.no_grad():
         assert float(out["loss_adv"]) == pytest.approx(float(F.cross_entropy(out["pred"], y)), rel=1e-5)

@@ -155,10 +155,12 @@ def test_assimilation_loss_combines_terms():
     ce = F.cross_entropy(logits, labels)
     glcm = GLCMLoss()(assimilated, original)
     torch.testing.assert_close(total, 0.3 * ce + 0.7 * glcm)
-    assert set(loss_fn.last_terms) == {"ce", "glcm"}
-    torch.testing.assert_close(loss_fn.last_terms["ce"], ce.detach())
-    torch.testing.assert_close(loss_fn.last_terms["glcm"], glcm.detach())
-    assert not loss_fn.last_terms["ce"].requires_grad and not loss_fn.last_terms["glcm"].requires_grad
+    same, terms = loss_fn.terms(logits, labels, assimilated, original)
+    torch.testing.assert_close(same, total)
+    assert set(terms) == {"ce", "glcm"} and not hasattr(loss_fn, "last_terms")  # no side channel
+    torch.testing.assert_close(terms["ce"], ce.detach())
+    torch.testing.assert_close(terms["glcm"], glcm.detach())
+    assert not terms["ce"].requires_grad and not terms["glcm"].requires_grad
     total.backward()
     assert logits.grad is not None and assimilated.grad.abs().sum() > 0
     # the same value for labels as (B,), (B, 1) and one-hot (B, K)

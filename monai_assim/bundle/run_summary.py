@@ -51,6 +51,19 @@ def _by_guard(warnings: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return out
 
 
+def _guard_line(guard: str, found: list[dict[str, Any]], best: dict[str, Any] | None, summary: Path) -> str:
+    """The end-of-run line of one guard; it says when the kept checkpoint is a later epoch that recovered."""
+    epochs = sorted({int(w["epoch"]) for w in found})
+    line = f"{guard}: {len(found)} warning(s) in epoch(s) {', '.join(map(str, epochs))}; "
+    classes = None if best is None else best.get("val_pred_classes")
+    if guard == "COLLAPSE GUARD" and best is not None and int(best["epoch"]) > epochs[-1] and (classes or 0) >= 2:
+        return line + (
+            f"the kept checkpoint is epoch {int(best['epoch'])}, later, which predicts {int(classes)} classes on the "
+            f"validation set: the run recovered (details under 'warnings' in {summary})."
+        )
+    return line + f"see 'warnings' in {summary} before trusting this run."
+
+
 class RunSummary:
     """RunSetup's run summary: the folder's lock, start, run, per-epoch records, finish and the next steps."""
 
@@ -223,11 +236,7 @@ class RunSummary:
             warnings=self.warnings,
         )
         for guard, found in _by_guard(self.warnings).items():
-            epochs = sorted({int(w["epoch"]) for w in found})
-            logger.warning(
-                f"{guard}: {len(found)} warning(s) in epoch(s) {', '.join(map(str, epochs))}; "
-                f"see 'warnings' in {self.output_dir / SUMMARY_FILE} before trusting this run."
-            )
+            logger.warning(_guard_line(guard, found, best, self.output_dir / SUMMARY_FILE))
         self.release_folder()
         if self.demo:
             logger.warning(

@@ -24,8 +24,7 @@ class AssimilationLoss(_Loss):
 
     with ``z`` the logits, ``y`` the labels, ``C(T(x))`` the assimilated RGB image and ``x`` the original
     gray image (see :class:`GLCMLoss`). :meth:`terms` returns the total with its two terms (reduced like
-    the total, detached) for logging; a call also leaves them in ``self.last_terms`` (kept for existing
-    callers; the trainer reads :meth:`terms`). The default
+    the total, detached) for logging; calling the loss returns the total alone. The default
     ``alpha`` is justified by the magnitudes of the two terms in ``docs/losses.md``.
     """
 
@@ -68,7 +67,6 @@ class AssimilationLoss(_Loss):
             luma_weights=luma_weights,
             reduction=reduction,
         )
-        self.last_terms: dict[str, torch.Tensor] = {}
 
     def cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """
@@ -104,8 +102,7 @@ class AssimilationLoss(_Loss):
         Returns:
             ``alpha * CE + (1 - alpha) * GLCM``: a scalar, or ``(B,)`` with ``reduction="none"``.
         """
-        loss, self.last_terms = self.terms(logits, labels, assimilated, original)
-        return loss
+        return self.terms(logits, labels, assimilated, original)[0]
 
     def terms(
         self, logits: torch.Tensor, labels: torch.Tensor, assimilated: torch.Tensor, original: torch.Tensor

@@ -13,8 +13,9 @@ from torch import nn
 
 from monai_assim.losses.assimilation_loss import AssimilationLoss
 from monai_assim.networks.assimilation_net import AssimilationNet
+from monai_assim.utils import as_class_indices
 
-__all__ = ["AssimilationKeys", "Objective", "StepContext", "StepResult", "accuracy"]
+__all__ = ["AssimilationKeys", "Objective", "StepContext", "StepResult", "accuracy", "class_indices"]
 
 #: what a step returns: the prediction stored as ``pred``, the loss to back-propagate, the detached terms to log
 StepResult = tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]
@@ -82,3 +83,15 @@ class StepContext:
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Fraction of ``argmax(logits) == labels``, detached."""
     return (logits.detach().argmax(1) == labels).float().mean()
+
+
+def class_indices(network: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """
+    Class-index labels of ``y`` (indices or one-hot) without a forward pass: the class count is the
+    network's ``num_classes`` (an AssimilationNet), else a one-hot ``y``'s width, else one above the
+    largest label.
+    """
+    classes = getattr(network, "num_classes", None)
+    if classes is None:
+        classes = int(y.shape[1]) if y.ndim == 2 and y.shape[1] > 1 else int(y.max()) + 1
+    return as_class_indices(y, max(int(classes), 2))
