@@ -20,7 +20,8 @@ Usage (the table in docs/results.md)::
 
     python benchmarks/assimilation_stability.py --dataset_dir ../shared/data/chest_ct \\
         --pretrained ../shared/weights/mobilenet_v2_imagenet_from_tflite.pt --out /tmp/stability \\
-        --seeds 0 1 2 --epochs 2
+        --seeds 0 1 2 --epochs 2 --arms vanilla assimilated vanilla_pgdat assimilated_pgdat \\
+        assimilated_clampst assimilated_clampst_pgdat assimilated_clamp
 """
 
 from __future__ import annotations
