@@ -6,7 +6,7 @@ import csv
 import json
 
 import pytest
-from helpers.bundle_runs import BUNDLES, TINY, bundle_cmd, run_ok, tiny_dataset
+from helpers.bundle_runs import BUNDLES, TINY, bundle_cmd, run_ok, tiny_dataset, train_workflow
 
 from monai_assim.robustness_results import PER_IMAGE_COLUMNS
 
@@ -71,27 +71,8 @@ def test_default_settings_keep_todays_runs():
 
 def _train_in_process(data, out, **overrides):
     """train.json in-process (``monai.bundle.ConfigWorkflow``, what ``monai.bundle run`` drives); its run summary."""
-    from monai.bundle import ConfigWorkflow
-
-    workflow = ConfigWorkflow(
-        config_file=str(BUNDLES / "chest_xray" / "train.json"),
-        logging_file=False,
-        workflow_type="train",
-        bundle_root=str(BUNDLES / "chest_xray"),
-        dataset_dir=str(data),
-        output_dir=str(out),
-        image_size=32,
-        epochs=3,
-        batch_size=8,
-        backbone="resnet18",
-        pretrained="none",
-        variant="vanilla",
-        learning_rate=1e-3,
-        val_fraction=0.3,
-        num_workers=0,
-        seed=5,
-        **overrides,
-    )
+    settings = {"epochs": 3, "batch_size": 8, "variant": "vanilla", "learning_rate": 1e-3, "val_fraction": 0.3}
+    workflow = train_workflow(data, out, seed=5, **{**settings, **overrides})
     workflow.initialize()
     workflow.run()
     workflow.finalize()

@@ -261,6 +261,8 @@ def test_exported_evaluate_on_a_labelled_folder(run, exported, tmp_path):
         "['FGSM']",
         "--eps",
         "[0.03]",
+        "--attack_budget",
+        "none",  # the exported config's wiring is under test, not the strong ensemble (94 s of the suite)
     ]
     run_ok([*cmd, *args, "--check_eps", "$None"], cwd=tmp_path)
     rows = json.loads((tmp_path / "eval" / "robustness.json").read_text())["rows"]

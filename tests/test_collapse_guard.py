@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.bundle_runs import train_workflow
 from ignite.engine import Engine
-from monai.bundle import ConfigWorkflow
 
 from monai_assim.data import make_synthetic_dataset
 from monai_assim.engines import CollapseGuard
@@ -128,23 +128,7 @@ def test_the_study_tables_say_single_class():  # the exported README: test_bundl
 def test_a_run_that_saturates_is_warned_and_recorded(tmp_path):
     """A tiny real training whose T and C are driven out of range (clamp map, absurd assimilation lr)."""
     data = make_synthetic_dataset(tmp_path / "data", "chest_xray", n_per_class=6, size=32, seed=1)
-    workflow = ConfigWorkflow(
-        config_file=str(REPO / "bundles" / "chest_xray" / "train.json"),
-        logging_file=False,
-        workflow_type="train",
-        bundle_root=str(REPO / "bundles" / "chest_xray"),
-        dataset_dir=str(data),
-        output_dir=str(tmp_path / "run"),
-        image_size=32,
-        epochs=1,
-        batch_size=4,
-        backbone="resnet18",
-        pretrained="none",
-        num_workers=0,
-        seed=0,
-        assimilation_map="clamp",
-        assimilation_lr=100.0,
-    )
+    workflow = train_workflow(data, tmp_path / "run", seed=0, assimilation_map="clamp", assimilation_lr=100.0)
     workflow.initialize()
     workflow.run()
     workflow.finalize()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.bundle_runs import train_workflow
 from helpers.tiny_nets import TinyNet, synthetic_data
 from ignite.engine import Events
 from monai.handlers import LrScheduleHandler
@@ -126,25 +127,16 @@ def test_a_resumed_schedule_continues_exactly():
 @pytest.mark.slow
 def test_the_bundle_records_and_wires_the_schedules(tmp_path):
     """train.json with N-FGSM, eps warm-up, cosine schedule and the probe: settings, checkpoint, final lr and eps."""
-    from monai.bundle import ConfigWorkflow
 
     from monai_assim.data import make_synthetic_dataset
 
     data = make_synthetic_dataset(tmp_path / "data", "chest_xray", n_per_class=6, size=32, seed=1)
-    workflow = ConfigWorkflow(
-        config_file=str(REPO / "bundles" / "chest_xray" / "train.json"),
-        logging_file=False,
-        workflow_type="train",
-        bundle_root=str(REPO / "bundles" / "chest_xray"),
-        dataset_dir=str(data),
-        output_dir=str(tmp_path / "run"),
-        image_size=32,
+    workflow = train_workflow(
+        data,
+        tmp_path / "run",
         epochs=2,
-        batch_size=4,
         backbone="mobilenet_v2",
-        pretrained="none",
         variant="vanilla",
-        num_workers=0,
         val_fraction=0.3,
         adversarial_training="n_fgsm",
         at_eps=4,

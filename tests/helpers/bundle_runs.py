@@ -77,3 +77,24 @@ def run_ok(cmd: list[str], cwd: Path = REPO, timeout: int = 900) -> str:
 def tiny_dataset(root: Path, modality: str, n: int = 6) -> Path:
     """A synthetic data set in ``modality``'s real layout, ``n`` images of 32 px per class folder."""
     return make_synthetic_dataset(root / modality, modality, n_per_class=n, size=32, seed=1)
+
+
+def train_workflow(data: Path, out: Path, **overrides):
+    """
+    The chest X-ray ``train.json`` as an in-process ``monai.bundle.ConfigWorkflow`` (what ``monai.bundle run``
+    drives), not yet initialised: tiny settings (32 px, ResNet18 without weights, batch 4, 1 epoch, no
+    workers), ``overrides`` on top.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    settings = {"image_size": 32, "epochs": 1, "batch_size": 4, "backbone": "resnet18", "pretrained": "none"}
+    settings.update(num_workers=0, **overrides)
+    return ConfigWorkflow(
+        config_file=str(BUNDLES / "chest_xray" / "train.json"),
+        logging_file=False,
+        workflow_type="train",
+        bundle_root=str(BUNDLES / "chest_xray"),
+        dataset_dir=str(data),
+        output_dir=str(out),
+        **settings,
+    )
