@@ -26,10 +26,14 @@ class FGSMRSStep(PGDStep):
     step_factor = 1.25
     #: half-width of the random start in units of eps
     noise_factor = 1.0
+    #: project the example back on the eps-ball
+    project = True
 
     def __init__(self, eps: float, ratio: float = 1.0) -> None:
         super().__init__(eps, 1, ratio)
 
     def perturb(self, network: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         eps = self.eps
-        return fgsm_perturb(network, x, labels, eps, self.step_factor * eps, self.noise_factor * eps, project=True)
+        return fgsm_perturb(
+            network, x, labels, eps, self.step_factor * eps, self.noise_factor * eps, project=self.project
+        )

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import torch
-
-from monai_assim.engines.adversarial_training import fgsm_perturb
-from monai_assim.engines.steps.pgd import PGDStep
+from monai_assim.engines.steps.fgsm_rs import FGSMRSStep
 
 __all__ = ["NFGSMStep"]
 
 
-class NFGSMStep(PGDStep):
+class NFGSMStep(FGSMRSStep):
     """
     Args:
         eps: L-inf budget in [0, 1]. ratio: fraction of each batch replaced by adversarial examples, in (0, 1].
@@ -18,7 +15,7 @@ class NFGSMStep(PGDStep):
     The examples: ``x + U(-2 eps, 2 eps)`` clipped to [0, 1], one signed-gradient step of CE of size ``eps``,
     clipped to [0, 1] and NOT projected on the eps-ball (the perturbation reaches ``3 eps``): the noise, not
     a projection or a step schedule, is what avoids catastrophic overfitting. The rest of the step is
-    :class:`PGDStep`'s.
+    :class:`FGSMRSStep`'s (and so :class:`~monai_assim.engines.steps.PGDStep`'s).
     """
 
     mode = "n_fgsm"
@@ -26,10 +23,5 @@ class NFGSMStep(PGDStep):
     step_factor = 1.0
     #: half-width of the noise in units of eps (the paper's k = 2)
     noise_factor = 2.0
-
-    def __init__(self, eps: float, ratio: float = 1.0) -> None:
-        super().__init__(eps, 1, ratio)
-
-    def perturb(self, network: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        eps = self.eps
-        return fgsm_perturb(network, x, labels, eps, self.step_factor * eps, self.noise_factor * eps, project=False)
+    #: not projected on the eps-ball
+    project = False
