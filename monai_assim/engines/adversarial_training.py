@@ -75,7 +75,7 @@ class AdversarialKeys(StrEnum):
     """Keys adversarial training adds to ``engine.state.output``."""
 
     LOSS_ADV = "loss_adv"  # PGD-AT, FGSM-RS, N-FGSM: CE on the adversarial samples; TRADES: KL(p(x) || p(x_adv))
-    ACC_CLEAN = "acc_clean"  # accuracy on the clean batch, model in eval mode, before the update
+    ACC_CLEAN = "acc_clean"  # clean accuracy: PGD-AT/one-step, the update forward's clean part; TRADES, eval mode
     ACC_ADV = "acc_adv"  # accuracy on the adversarial samples (the training forward)
     IMAGE_ADV = "image_adv"  # the batch the update was computed on (PGD-AT, one-step) / the adversarial batch (TRADES)
 
