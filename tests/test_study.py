@@ -100,8 +100,9 @@ def test_study_table_equals_result_files(study_dir):
     for row in table:
         delta = float(row["assimilated_accuracy"]) - float(row["vanilla_accuracy"])
         assert float(row["delta_accuracy"]) == pytest.approx(delta, abs=1e-12)
-    md = (study_dir / "comparison.md").read_text()
+    md, runs = (study_dir / "comparison.md").read_text().split("\nRuns: ")
     assert md.count("\n| ") == len(table) + 1  # header + one line per row
+    assert runs.count("\n| ") == len(DEFAULT_ARMS) + 1  # the "Runs" section: header + one line per arm
 
 
 def test_compare_results_checks_runs():

@@ -1,9 +1,11 @@
 """Multi-seed study machinery: aggregation over seeds, paired per-image flips, --seeds/--jobs/resume end to end."""
 
 import csv
+import dataclasses
 import json
 
 import pytest
+from helpers.study_jobs import planned_jobs
 from scipy.stats import binomtest
 
 from monai_assim.stats import (
@@ -236,25 +238,10 @@ def test_per_image_paths_pair_across_data_copies(tmp_path):
 
 def test_worst_case_and_structure_checks_reach_the_chosen_evaluations(monkeypatch, tmp_path):
     """--worst_case goes to every evaluation; --structure_checks only to the named arms on the named seeds."""
-    import monai_assim.study as study
-
-    specs = []
-
-    class _Stop(Exception):
-        pass
-
-    def fake_run_job(spec):
-        specs.append(spec)
-        if len(specs) == 4:
-            raise _Stop
-        return {}
-
-    monkeypatch.setattr(study, "run_job", fake_run_job)
     args = ["--output_dir", str(tmp_path), "--seeds", "0", "1", "--arms", "vanilla", "assimilated"]
     args += ["--worst_case", "--structure_checks", "assimilated", "--structure_check_seeds", "0"]
     args += ["--structure_check_kwargs", '{"loss": "ce", "steps": 3, "n_restarts": 1}']
-    with pytest.raises(_Stop):
-        main(args)
+    specs = planned_jobs(monkeypatch, lambda: main(args), 4)
     checked = {(s["seed"], s["arm"]) for s in specs if s["eval_override"].get("structure_checks")}
     assert checked == {(0, "assimilated")}
     assert all(s["eval_override"]["worst_case"] is True for s in specs)
@@ -270,21 +257,46 @@ def test_run_study_takes_options(monkeypatch, tmp_path):
     """run_study(StudyOptions(...), **changes) plans the same jobs as the keyword form."""
     import monai_assim.study as study
 
-    specs = []
-
-    class _Stop(Exception):
-        pass
-
-    def fake_run_job(spec):
-        specs.append(spec)
-        raise _Stop
-
-    monkeypatch.setattr(study, "run_job", fake_run_job)
-    with pytest.raises(_Stop):
-        study.run_study("chest_xray", output_dir=tmp_path, arms=["vanilla"], epochs=1)
-    with pytest.raises(_Stop):
-        study.run_study(study.StudyOptions(output_dir=tmp_path, arms=["vanilla"]), epochs=1)
+    specs = planned_jobs(
+        monkeypatch, lambda: study.run_study("chest_xray", output_dir=tmp_path, arms=["vanilla"], epochs=1), 1
+    )
+    specs += planned_jobs(
+        monkeypatch, lambda: study.run_study(study.StudyOptions(output_dir=tmp_path, arms=["vanilla"]), epochs=1), 1
+    )
     assert len(specs) == 2 and specs[0] == specs[1] and specs[0]["train_override"]["epochs"] == 1
+
+
+def test_schedule_and_probe_options_reach_the_right_arms(tmp_path):
+    """lr_schedule goes to every arm; at_eps_warmup_epochs and co_probe_every with the adversarial options."""
+    from monai_assim.study import StudyOptions, plan_study
+
+    arms = ["vanilla", "assimilated", "vanilla_pgdat", "assimilated_trades"]
+    options = StudyOptions(output_dir=tmp_path, arms=arms, at_steps=3, at_eps_warmup_epochs=2, co_probe_every=50)
+    plan = plan_study(dataclasses.replace(options, lr_schedule="cosine"))
+    train = {s["arm"]: s["train_override"] for s in plan.specs}
+    assert all(train[a]["lr_schedule"] == "cosine" for a in arms)
+    for arm in ("vanilla_pgdat", "assimilated_trades"):
+        assert (train[arm]["at_steps"], train[arm]["at_eps_warmup_epochs"], train[arm]["co_probe_every"]) == (3, 2, 50)
+    for arm in ("vanilla", "assimilated"):
+        assert not {"at_steps", "at_eps_warmup_epochs", "co_probe_every"} & set(train[arm])
+    # not given: left to the bundle
+    default = plan_study(StudyOptions(output_dir=tmp_path, arms=arms))
+    assert not any(
+        {"lr_schedule", "at_eps_warmup_epochs", "co_probe_every"} & set(s["train_override"]) for s in default.specs
+    )
+
+
+def test_cli_parses_schedule_and_probe_options(monkeypatch, tmp_path):
+    """--lr_schedule, --at_eps_warmup_epochs and --co_probe_every reach the jobs' training overrides."""
+    args = ["--output_dir", str(tmp_path), "--arms", "vanilla", "vanilla_pgdat", "--lr_schedule", "Step"]
+    args += ["--at_eps_warmup_epochs", "1.5", "--co_probe_every", "20"]
+    specs = planned_jobs(monkeypatch, lambda: main(args), 2)
+    train = {s["arm"]: s["train_override"] for s in specs}
+    assert train["vanilla"]["lr_schedule"] == train["vanilla_pgdat"]["lr_schedule"] == "step"
+    assert (train["vanilla_pgdat"]["at_eps_warmup_epochs"], train["vanilla_pgdat"]["co_probe_every"]) == (1.5, 20)
+    assert "at_eps_warmup_epochs" not in train["vanilla"] and "co_probe_every" not in train["vanilla"]
+    with pytest.raises(SystemExit):
+        main(["--output_dir", str(tmp_path), "--lr_schedule", "linear"])
 
 
 def test_finished_job_is_kept_and_skipped(tmp_path):

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from monai_assim.engines.schedules import LR_SCHEDULES
 from monai_assim.study.plan import ARMS, DEFAULT_ARMS
 
 __all__ = ["main"]
@@ -19,6 +20,24 @@ def _parse_caps(value: str) -> int | None:
 
 def _parse_lr(value: str) -> float | str:
     return "none" if value.lower() == "none" else float(value)
+
+
+def _parse_arm_epochs(value: str) -> dict[str, int]:
+    """``--arm_epochs``: a JSON object arm -> positive integer epochs, checked here so that a bad value is an
+    argparse error naming the option, not a traceback from the planning."""
+    try:
+        parsed = json.loads(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from e
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object arm -> epochs, got {value!r}")
+    unknown = sorted(set(parsed) - set(ARMS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown arms {unknown}; choose among {', '.join(ARMS)}")
+    bad = {k: v for k, v in parsed.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+    if bad:
+        raise argparse.ArgumentTypeError(f"epochs must be positive integers, got {json.dumps(bad)}")
+    return parsed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,6 +103,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--at_steps", type=int, default=None, help="adversarial-training steps, forwarded likewise")
     p.add_argument("--trades_beta", type=float, default=None, help="TRADES beta, forwarded likewise")
+    p.add_argument(
+        "--at_eps_warmup_epochs",
+        type=float,
+        default=None,
+        help="epochs of the linear adversarial-training eps warm-up (0: none), forwarded likewise",
+    )
+    p.add_argument(
+        "--co_probe_every",
+        type=int,
+        default=None,
+        help="iterations between two catastrophic-overfitting probes (0: per epoch only), forwarded likewise",
+    )
+    p.add_argument(
+        "--lr_schedule",
+        type=str.lower,
+        choices=LR_SCHEDULES,
+        default=None,
+        help="learning-rate schedule of every arm (default: the bundle's, none)",
+    )
+    p.add_argument(
+        "--arm_epochs",
+        type=_parse_arm_epochs,
+        default=None,
+        help="JSON mapping arm -> epochs, replacing --epochs for those arms, e.g. '{\"vanilla_n_fgsm\": 11}' "
+        "(a one-step arm at PGD-AT's training wall-clock)",
+    )
+    p.add_argument(
+        "--clean_selection",
+        action="store_true",
+        help="also evaluate each adversarial arm's clean-selected checkpoint (best_clean.pt of the same training) "
+        "as the row <arm>_cleansel, paired with the robust-selected row",
+    )
     p.add_argument(
         "--worst_case", action="store_true", help="add the per-image worst case over attacks, per eps, to the tables"
     )
@@ -153,9 +204,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         at_eps=a.at_eps,
         at_steps=a.at_steps,
         trades_beta=a.trades_beta,
+        at_eps_warmup_epochs=a.at_eps_warmup_epochs,
+        lr_schedule=a.lr_schedule,
+        co_probe_every=a.co_probe_every,
         movement_images=a.movement_images,
         worst_case=a.worst_case,
         attack_budget=a.attack_budget,
+        arm_epochs=a.arm_epochs,
+        clean_selection=a.clean_selection,
         structure_checks=a.structure_checks,
         structure_check_seeds=a.structure_check_seeds,
         structure_check_kwargs=json.loads(a.structure_check_kwargs) if a.structure_check_kwargs else None,

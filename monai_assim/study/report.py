@@ -1,7 +1,9 @@
 """
 A study's report: per seed the comparison table, over seeds the aggregate (mean and spread, from
-:mod:`monai_assim.robustness.stats`) and the paired per-image comparison with vanilla, the figures, and
-``study.json``. Every file is written atomically.
+:mod:`monai_assim.robustness.stats`) and the paired per-image comparisons (:func:`paired_comparisons`:
+with vanilla, assimilated against vanilla under the same training, robust against clean selection), the
+runs' training time, checkpoint epochs and T/C saturation (``runs.csv`` and the tables' "Runs" sections),
+the figures, and ``study.json``. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 import shlex
 import shutil
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,14 +23,66 @@ import torch
 
 from monai_assim.metrics.assimilation import MOVEMENT_KEYS, assimilation_movement
 from monai_assim.robustness.compare import compare_results
-from monai_assim.study.plan import ARMS, MOVEMENT_FILE, PER_IMAGE_FILE, StudyOptions, StudyPlan
+from monai_assim.study.plan import (
+    ARMS,
+    COPIED_FILE,
+    MOVEMENT_FILE,
+    PER_IMAGE_FILE,
+    SATURATION_KEYS,
+    StudyOptions,
+    StudyPlan,
+    paired_comparisons,
+)
 from monai_assim.study.run import _example_images, _load_network
 from monai_assim.utils import atomic_write_csv, atomic_write_text
 from monai_assim.visualize.examples_plot import plot_examples
 
-__all__ = ["write_aggregate", "write_comparison", "write_paired", "write_reports"]
+__all__ = ["RUN_COLUMNS", "training_time", "write_aggregate", "write_comparison", "write_paired", "write_reports"]
 
 logger = logging.getLogger("monai_assim.study")
+
+#: what the study measures of T and C per row (the movement table of ``aggregate.md``)
+STUDY_MOVEMENT_KEYS = (*MOVEMENT_KEYS, *SATURATION_KEYS)
+
+#: the columns of ``runs.csv``: one row per (seed, table row) with its training and its checkpoint
+RUN_COLUMNS = (
+    "seed",
+    "arm",
+    "trained_arm",
+    "checkpoint",
+    "checkpoint_epoch",
+    "epochs",
+    "epochs_run",
+    "train_s",
+    "train_s_per_epoch",
+    "train_time_complete",
+    "saturation_texture",
+    "saturation_color",
+    "single_class",
+    "same_network_as",
+)
+
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+def training_time(summary: Mapping[str, Any]) -> tuple[float | None, bool]:
+    """
+    The training wall-clock of a run in seconds, from its run summary: ``finished - started`` of each
+    training session (the last one and, for a resumed run, those in ``"history"``), validation included;
+    and whether every session recorded both times (a killed session did not: the sum is then a lower bound).
+    ``(None, False)`` for a run that never finished a session.
+    """
+    total, complete, any_session = 0.0, True, False
+    for session in [*(summary.get("history") or []), summary]:
+        try:
+            start = time.mktime(time.strptime(str(session["started"]), _TIME_FORMAT))
+            end = time.mktime(time.strptime(str(session["finished"]), _TIME_FORMAT))
+        except (KeyError, ValueError):
+            complete = False
+            continue
+        total += max(0.0, end - start)
+        any_session = True
+    return (total if any_session else None), complete and any_session
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -45,9 +100,14 @@ def _fmt(v: Any) -> str:
 
 
 def write_comparison(
-    rows: Sequence[Mapping[str, Any]], output_dir: Path, title: str = "", note: str = ""
+    rows: Sequence[Mapping[str, Any]],
+    output_dir: Path,
+    title: str = "",
+    note: str = "",
+    runs: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[Path, Path]:
-    """Write ``comparison.csv`` and ``comparison.md`` (accuracy per run and the assimilated - vanilla delta)."""
+    """Write ``comparison.csv`` and ``comparison.md`` (accuracy per run and the assimilated - vanilla delta;
+    with ``runs``, rows of :data:`RUN_COLUMNS`, a "Runs" section: checkpoint, training time, saturation)."""
     columns = list(rows[0])
     csv_path, md_path = output_dir / "comparison.csv", output_dir / "comparison.md"
     atomic_write_csv(csv_path, columns, rows, lineterminator="\r\n")
@@ -61,8 +121,85 @@ def write_comparison(
     for r in rows:
         label = r["attack"] + (" (large-eps check)" if r.get("role") == "check" else "")
         lines.append("| " + " | ".join([label] + [_fmt(r[c]) for c in shown[1:]]) + " |")
+    lines += _runs_lines(runs)
     atomic_write_text(md_path, "\n".join(lines) + "\n")
     return csv_path, md_path
+
+
+def _percent(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.1f}%"
+
+
+def _runs_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The "Runs" section of ``comparison.md``: one line per row of the table (one seed)."""
+    if not runs:
+        return []
+    lines = [
+        "",
+        "Runs: the evaluated checkpoint (its epoch), epochs trained, training wall-clock (validation included; "
+        "`>=`: a session of a resumed run left no end time) and the fraction of the output values of T and C "
+        "their output map saturates (test images, assimilated rows).",
+        "",
+        "| run | checkpoint (epoch) | epochs run | training (s) | s / epoch | T saturation | C saturation | note |",
+        "|" + "---|" * 8,
+    ]
+    for r in runs:
+        seconds = r.get("train_s")
+        shown = "-" if seconds is None else f"{'' if r.get('train_time_complete') else '>= '}{seconds:.0f}"
+        per_epoch = r.get("train_s_per_epoch")
+        notes = []
+        if r.get("single_class"):
+            notes.append("SINGLE CLASS")
+        if r.get("trained_arm", r["arm"]) != r["arm"]:
+            notes.append(f"the training of {r['trained_arm']}")
+        if r.get("same_network_as"):
+            notes.append(f"same network as {r['same_network_as']} (results copied)")
+        lines.append(
+            f"| {r['arm']} | {r['checkpoint']}.pt ({_fmt(r.get('checkpoint_epoch'))}) | {_fmt(r.get('epochs_run'))} | "
+            f"{shown} | {'-' if per_epoch is None else f'{per_epoch:.1f}'} | {_percent(r.get('saturation_texture'))} | "
+            f"{_percent(r.get('saturation_color'))} | {'; '.join(notes)} |"
+        )
+    return lines
+
+
+def _runs_summary_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The "Runs" section of ``aggregate.md``: per row, mean [min, max] over seeds."""
+    if not runs:
+        return []
+    from monai_assim.robustness.stats import mean_and_spread
+
+    rows = list(dict.fromkeys(r["arm"] for r in runs))
+    lines = [
+        "",
+        "Runs, mean [min, max] over seeds: epochs trained, training wall-clock in seconds (validation included; "
+        "`>=`: a resumed run's session left no end time), seconds per epoch, and the fraction of the output "
+        "values of T and C their output map saturates (test images); single class: seeds whose model predicts "
+        "one class for every test image.",
+        "",
+        "| run | checkpoint | epochs run | training (s) | s / epoch | T saturation | C saturation | single class |",
+        "|" + "---|" * 8,
+    ]
+
+    def cell(values: list[Any], fmt: Any) -> str:
+        values = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        if not values:
+            return "-"
+        m = mean_and_spread(values)
+        return f"{fmt(m['mean'])} [{fmt(m['min'])}, {fmt(m['max'])}]"
+
+    for row in rows:
+        mine = [r for r in runs if r["arm"] == row]
+        partial = "" if all(r.get("train_time_complete") for r in mine) else ">= "
+        single = sum(bool(r.get("single_class")) for r in mine)
+        lines.append(
+            f"| {row} | {mine[0]['checkpoint']}.pt | {cell([r.get('epochs_run') for r in mine], lambda v: f'{v:g}')} | "
+            f"{partial}{cell([r.get('train_s') for r in mine], lambda v: f'{v:.0f}')} | "
+            f"{cell([r.get('train_s_per_epoch') for r in mine], lambda v: f'{v:.1f}')} | "
+            f"{cell([r.get('saturation_texture') for r in mine], _percent)} | "
+            f"{cell([r.get('saturation_color') for r in mine], _percent)} | "
+            f"{f'SINGLE CLASS in {single} of {len(mine)} seeds' if single else 'no'} |"
+        )
+    return lines
 
 
 def _headline_note(headline: Mapping[str, Any]) -> str:
@@ -91,9 +228,11 @@ def write_aggregate(
     output_dir: Path,
     title: str = "",
     note: str = "",
+    runs: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[Path, Path]:
     """``aggregate.csv`` (long: one row per arm, attack, eps) and ``aggregate.md`` (wide: mean ± std [min, max]
-    per arm, then the assimilation movement per arm)."""
+    per arm, then the assimilation movement and saturation per arm and, with ``runs`` (rows of
+    :data:`RUN_COLUMNS`), the runs' checkpoint, training time and saturation over seeds)."""
     csv_path, md_path = output_dir / "aggregate.csv", output_dir / "aggregate.md"
     columns = ["arm", "attack", "eps_255", "role", "n_seeds", "n_images", "mean", "std", "min", "max"]
     atomic_write_csv(csv_path, columns, rows, lineterminator="\r\n")
@@ -125,31 +264,39 @@ def write_aggregate(
             "",
             (
                 "Assimilation movement on test images (mean over seeds; grey levels in 1/255 for shifts "
-                "and chroma; GLCM term as the loss computes it):"
+                "and chroma; GLCM term as the loss computes it; saturation: the fraction of the output values "
+                "of T and C their output map saturates):"
             ),
             "",
-            "| arm | " + " | ".join(MOVEMENT_KEYS) + " |",
-            "|" + "---|" * (1 + len(MOVEMENT_KEYS)),
+            "| arm | " + " | ".join(STUDY_MOVEMENT_KEYS) + " |",
+            "|" + "---|" * (1 + len(STUDY_MOVEMENT_KEYS)),
         ]
         for arm, m in movement.items():
             mean = m.get("mean") or {}
             cells = [
-                (f"{255 * mean[k]:.2f}" if k not in ("glcm", "grey_correlation") else f"{mean[k]:.3f}")
-                if k in mean
-                else "-"
-                for k in MOVEMENT_KEYS
+                "-"
+                if mean.get(k) is None
+                else _percent(mean[k])
+                if k in SATURATION_KEYS
+                else f"{mean[k]:.3f}"
+                if k in ("glcm", "grey_correlation")
+                else f"{255 * mean[k]:.2f}"
+                for k in STUDY_MOVEMENT_KEYS
             ]
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    lines += _runs_summary_lines(runs)
     atomic_write_text(md_path, "\n".join(lines) + "\n")
     return csv_path, md_path
 
 
 def write_paired(rows: Sequence[Mapping[str, Any]], output_dir: Path, title: str = "") -> tuple[Path, Path]:
-    """``paired.csv`` (every row of :func:`monai_assim.robustness.stats.paired_flips`) and ``paired.md`` (pooled rows,
-    then per seed)."""
+    """``paired.csv`` (every row of :func:`monai_assim.robustness.stats.paired_flips`, with its ``reference``,
+    default ``vanilla``) and ``paired.md`` (pooled rows, then per seed)."""
     csv_path, md_path = output_dir / "paired.csv", output_dir / "paired.md"
+    rows = [dict(r, reference=r.get("reference", "vanilla")) for r in rows]
     columns = [
         "seed",
+        "reference",
         "arm",
         "attack",
         "eps_255",
@@ -166,13 +313,15 @@ def write_paired(rows: Sequence[Mapping[str, Any]], output_dir: Path, title: str
     lines = [f"# {title}".rstrip(), ""] if title else []
     lines += [
         (
-            "Each arm against vanilla on the same test images. `lost`: images vanilla classifies correctly "
-            "and the arm does not (under that attack and eps); `gained`: the reverse; p: exact two-sided "
-            "McNemar (sign) test on lost vs gained. `pooled` adds the seeds' counts."
+            "Each arm against its reference on the same test images: every arm against vanilla, each assimilated "
+            "arm against the vanilla arm with the same training (and epochs), and an adversarial arm's robust-selected "
+            "checkpoint against its clean-selected one (`<arm>_cleansel`, the same training). `lost`: images "
+            "the reference classifies correctly and the arm does not (under that attack and eps); `gained`: the "
+            "reverse; p: exact two-sided McNemar (sign) test on lost vs gained. `pooled` adds the seeds' counts."
         ),
         "",
-        "| seed | arm | attack | eps (x/255) | n | lost | gained | net | p |",
-        "|" + "---|" * 9,
+        "| seed | reference | arm | attack | eps (x/255) | n | lost | gained | net | p |",
+        "|" + "---|" * 10,
     ]
     ordered = [r for r in rows if r["seed"] == "pooled"] + [r for r in rows if r["seed"] != "pooled"]
     for r in ordered:
@@ -180,7 +329,8 @@ def write_paired(rows: Sequence[Mapping[str, Any]], output_dir: Path, title: str
             r["role"], f" ({r['role']})"
         )
         lines.append(
-            f"| {r['seed']} | {r['arm']} | {label} | {r['eps_255']:g} | {r['n']} | {r['ref_right_arm_wrong']} | "
+            f"| {r['seed']} | {r['reference']} | {r['arm']} | {label} | {r['eps_255']:g} | {r['n']} | "
+            f"{r['ref_right_arm_wrong']} | "
             f"{r['ref_wrong_arm_right']} | {r['net_gain']:+d} | {r['p_mcnemar']:.3g} |"
         )
     atomic_write_text(md_path, "\n".join(lines) + "\n")
@@ -216,13 +366,95 @@ def _write_examples(
     )
 
 
+def _checkpoint_epoch(summary: Mapping[str, Any], checkpoint: str) -> tuple[int | None, dict[str, Any]]:
+    """
+    The epoch of a run's checkpoint (``best``: the one its rule kept; another, e.g. ``best_clean``: the run
+    summary's ``selection.other_checkpoint`` where it names that file) and that epoch's record of the
+    summary's per-epoch ``"epochs"`` (``val_acc`` ...; ``{}`` where absent). Read from the summary only, as
+    the study's report runs after ``--prune`` may have removed the checkpoints (which is why
+    :mod:`monai_assim.bundle.export_docs`, which reads the epoch from the checkpoint file, is not used).
+    """
+    selection = summary.get("selection") or {}
+    if checkpoint == "best":
+        epoch = summary.get("best_epoch", selection.get("best_epoch"))
+    else:
+        other = selection.get("other_checkpoint") or {}
+        epoch = other.get("epoch") if other.get("file") in (None, f"{checkpoint}.pt") else None
+    records = [e for e in summary.get("epochs") or [] if epoch is not None and e.get("epoch") == epoch]
+    return epoch, dict(records[-1]) if records else {}
+
+
+def _evaluation_plan(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """What a ``robustness.json`` records of how the model was attacked: the attacks and their settings, the
+    headline (ensemble budget, members, eps) and the (attack, eps, role) of its rows (the eps grids)."""
+    from monai_assim.robustness.results import row_key
+
+    return {
+        "attacks": saved.get("attacks"),
+        "headline": saved.get("headline") or {},
+        "rows": sorted(row_key(r) for r in saved.get("rows") or []),
+    }
+
+
+def _run_row(
+    plan: StudyPlan, seed: int, row: str, summary: Mapping[str, Any], movement: Mapping[str, Any] | None, single: bool
+) -> dict[str, Any]:
+    """One row of ``runs.csv`` (:data:`RUN_COLUMNS`) from a run summary and the row's evaluation folder."""
+    checkpoint = plan.checkpoint_of(row)
+    epoch, _ = _checkpoint_epoch(summary, checkpoint)
+    seconds, complete = training_time(summary)
+    epochs_run = summary.get("epochs_completed")
+    copied = plan.eval_dir(seed, row) / COPIED_FILE
+    same = ""
+    if copied.is_file():
+        source = json.loads(copied.read_text()).get("from", "eval")
+        twins = [r for r in plan.rows if r != row and plan.arm_of(r) == plan.arm_of(row)]
+        same = next((r for r in twins if plan.eval_dir(seed, r).name == source), source)
+    return {
+        "seed": seed,
+        "arm": row,
+        "trained_arm": plan.arm_of(row),
+        "checkpoint": checkpoint,
+        "checkpoint_epoch": epoch,
+        "epochs": (summary.get("settings") or {}).get("epochs"),
+        "epochs_run": epochs_run,
+        "train_s": seconds,
+        "train_s_per_epoch": seconds / epochs_run if seconds is not None and complete and epochs_run else None,
+        "train_time_complete": complete,
+        "saturation_texture": (movement or {}).get("saturation_texture"),
+        "saturation_color": (movement or {}).get("saturation_color"),
+        "single_class": single,
+        "same_network_as": same,
+    }
+
+
+def _check_same_evaluation(plan: StudyPlan, seed: int, row: str, evaluated: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse to pair an evaluation-only row (``<arm>_cleansel``) with its arm when the two were attacked
+    differently (:func:`_evaluation_plan`; e.g. the arm evaluated again with other eps, and the row not)."""
+    from monai_assim.errors import UserInputError
+
+    arm = plan.arm_of(row)
+    differ = [k for k in evaluated[row] if evaluated[row][k] != evaluated[arm][k]]
+    if differ:
+        folder = plan.eval_dir(seed, row)
+        raise UserInputError(
+            f"the row {row} ({folder / 'robustness.json'}) was attacked with other settings than the row {arm} "
+            f"({plan.eval_dir(seed, arm) / 'robustness.json'}): {', '.join(differ)} differ, so the two cannot be "
+            "compared image by image.",
+            f"delete {folder} and run the study again: it evaluates {row} with {arm}'s evaluation.",
+        )
+
+
 def write_reports(o: StudyOptions, plan: StudyPlan, timings: Mapping[str, Any]) -> dict[str, Any]:
     """
-    After the jobs: the tables (``comparison``, with several seeds ``aggregate`` and ``paired``), the figures
-    and ``study.json``, whose content it returns. ``prune`` then removes the runs' checkpoints.
+    After the jobs: the tables (``comparison``, with several seeds ``aggregate``; ``paired`` where the
+    per-image files are; ``runs.csv``), the figures and ``study.json``, whose content it returns. ``prune``
+    then removes the runs' checkpoints. The tables have one column (or row) per :attr:`StudyPlan.rows`: the
+    arms and, with ``clean_selection``, the clean-selected checkpoints of the adversarial arms.
     """
     bundle, backbone, out, multi = o.bundle, o.backbone, plan.out, plan.multi
     seed_list, names, attacks, worst_case = plan.seeds, plan.names, plan.attacks, plan.worst_case
+    rows = plan.rows
     n_examples, device, prune, jobs, eps, attack_eps = o.n_examples, o.device, o.prune, o.jobs, o.eps, o.attack_eps
 
     from monai_assim.bundle import load_run_summary
@@ -237,26 +469,32 @@ def write_reports(o: StudyOptions, plan: StudyPlan, timings: Mapping[str, Any]) 
     per_image: dict[int, dict[str, dict]] = {}
     movement: dict[str, dict[str, Any]] = {}
     single_class: list[str] = []
+    runs: list[dict[str, Any]] = []
     for s in seed_list:
         results[s] = {}
-        for name in names:
-            run_dir = plan.run_dir(s, name)
+        evaluated: dict[str, dict[str, Any]] = {}  # row -> its evaluation plan
+        for name in rows:
+            run_dir, eval_dir = plan.run_dir(s, plan.arm_of(name)), plan.eval_dir(s, name)
             label = f"seed{s}/{name}" if multi else name
-            results[s][name] = _read_rows(run_dir / "eval" / "robustness.csv")
-            saved = json.loads((run_dir / "eval" / "robustness.json").read_text())
+            results[s][name] = _read_rows(eval_dir / "robustness.csv")
+            saved = json.loads((eval_dir / "robustness.json").read_text())
+            evaluated[name] = _evaluation_plan(saved)
+            if plan.checkpoint_of(name) != "best":
+                _check_same_evaluation(plan, s, name, evaluated)
             reports[label] = saved.get("report", [])
             headline = headline or saved.get("headline") or {}
             if saved.get("single_class"):
                 single_class.append(label)
             summaries[label] = load_run_summary(run_dir)
-            if (run_dir / "eval" / PER_IMAGE_FILE).is_file():
+            if (eval_dir / PER_IMAGE_FILE).is_file():
                 per_image.setdefault(s, {})[name] = read_per_image(
-                    run_dir / "eval" / PER_IMAGE_FILE, summaries[label].get("dataset_dir")
+                    eval_dir / PER_IMAGE_FILE, summaries[label].get("dataset_dir")
                 )
-            mfile = run_dir / "eval" / MOVEMENT_FILE
+            mfile = eval_dir / MOVEMENT_FILE
             m = json.loads(mfile.read_text()).get("movement") if mfile.is_file() else None
             if m is not None:
                 movement.setdefault(name, {"per_seed": {}})["per_seed"][s] = m
+            runs.append(_run_row(plan, s, name, summaries[label], m, bool(saved.get("single_class"))))
         title = (
             f"{bundle}, {backbone}, seed {s}: accuracy under attack"
             if multi
@@ -267,15 +505,20 @@ def write_reports(o: StudyOptions, plan: StudyPlan, timings: Mapping[str, Any]) 
             out / "runs" / f"seed{s}" if multi else out,
             title,
             _tables_note(headline, [x for x in single_class if not multi or x.startswith(f"seed{s}/")]),
+            [r for r in runs if r["seed"] == s],
         )
     for m in movement.values():
-        spread = {k: mean_and_spread([v[k] for v in m["per_seed"].values()]) for k in MOVEMENT_KEYS}
-        m["mean"] = {k: spread[k]["mean"] for k in MOVEMENT_KEYS}
-        m["std"] = {k: spread[k]["std"] for k in MOVEMENT_KEYS}
+        # a key a file lacks (saturation, measured since the study reports it) is left out of its mean
+        values = {k: [v[k] for v in m["per_seed"].values() if v.get(k) is not None] for k in STUDY_MOVEMENT_KEYS}
+        spread = {k: mean_and_spread(v) if v else {"mean": None, "std": None} for k, v in values.items()}
+        m["mean"] = {k: spread[k]["mean"] for k in STUDY_MOVEMENT_KEYS}
+        m["std"] = {k: spread[k]["std"] for k in STUDY_MOVEMENT_KEYS}
+    atomic_write_csv(out / "runs.csv", RUN_COLUMNS, runs, lineterminator="\r\n")
 
     files: dict[str, Any] = {
         "comparison": None if multi else "comparison.csv",
         "table": None if multi else "comparison.md",
+        "runs": "runs.csv",
     }
     aggregate = aggregate_over_seeds(results)
     if multi:
@@ -285,6 +528,7 @@ def write_reports(o: StudyOptions, plan: StudyPlan, timings: Mapping[str, Any]) 
             out,
             f"{bundle}, {backbone}: accuracy over seeds {seed_list}",
             _tables_note(headline, single_class),
+            runs,
         )
         files.update(
             aggregate="aggregate.csv",
@@ -296,9 +540,15 @@ def write_reports(o: StudyOptions, plan: StudyPlan, timings: Mapping[str, Any]) 
 
             plot_worst_case_by_arm(aggregate, out / "worst_case.png", f"{bundle}, {backbone}: worst case over attacks")
             files["worst_case_figure"] = "worst_case.png"
-    paired = paired_flips(per_image) if per_image and "vanilla" in names else []
+    pairs = paired_comparisons(rows, plan.epochs)
+    paired: list[dict[str, Any]] = []
+    for reference, name in pairs:
+        both = {
+            s: {reference: d[reference], name: d[name]} for s, d in per_image.items() if reference in d and name in d
+        }
+        paired += [dict(r, reference=reference) for r in paired_flips(both, reference=reference)]
     if paired:
-        write_paired(paired, out, f"{bundle}, {backbone}: paired comparison with vanilla")
+        write_paired(paired, out, f"{bundle}, {backbone}: paired comparisons")
         files.update(paired="paired.csv", paired_table="paired.md")
 
     figure = None
@@ -329,19 +579,26 @@ def write_reports(o: StudyOptions, plan: StudyPlan, timings: Mapping[str, Any]) 
                 shutil.rmtree(plan.run_dir(s, name) / "demo_data", ignore_errors=True)
 
     def run_doc(label: str, name: str) -> dict[str, Any]:
-        sm = summaries[label]
+        """A row's run: ``best_epoch`` and ``best_val_acc`` are those of the row's checkpoint."""
+        sm, arm, checkpoint = summaries[label], plan.arm_of(name), plan.checkpoint_of(name)
+        epoch, record = _checkpoint_epoch(sm, checkpoint)
+        if checkpoint == "best":
+            record = dict(sm.get("best_validation") or {})
         return {
             "arm": name,
-            "variant": ARMS[name]["variant"],
-            "overrides": ARMS[name],
+            "trained_arm": arm,
+            "checkpoint": checkpoint,
+            "variant": ARMS[arm]["variant"],
+            "overrides": ARMS[arm],
             "settings": sm["settings"],
             "demo_data": sm["demo_data"],
             "counts": sm.get("counts"),
-            "best_val_acc": (sm.get("best_validation") or {}).get("val_acc", sm.get("best_metric")),
+            "best_val_acc": record.get("val_acc", sm.get("best_metric") if checkpoint == "best" else None),
             "selection": sm.get("selection"),
-            "best_epoch": sm.get("best_epoch"),
+            "best_epoch": epoch,
             "epochs_run": sm.get("epochs_completed"),
             "stopped_early": sm.get("stopped_early"),
+            "train_s": training_time(sm)[0],
         }
 
     doc = {
@@ -351,11 +608,15 @@ def write_reports(o: StudyOptions, plan: StudyPlan, timings: Mapping[str, Any]) 
         else None,
         "seeds": seed_list,
         "arms": {n: ARMS[n] for n in names},
+        "arm_epochs": dict(o.arm_epochs or {}),
+        "rows": {n: {"arm": plan.arm_of(n), "checkpoint": plan.checkpoint_of(n)} for n in rows},
         "runs": {
             (f"seed{s}/{n}" if multi else n): run_doc(f"seed{s}/{n}" if multi else n, n)
             for s in seed_list
-            for n in names
+            for n in rows
         },
+        "runs_table": runs,
+        "single_class": single_class,
         "attacks": attacks,
         "headline": headline,
         "eps_255": [round(e * 255, 4) for e in (eps or [k / 255 for k in range(1, 9)])],
@@ -366,6 +627,7 @@ def write_reports(o: StudyOptions, plan: StudyPlan, timings: Mapping[str, Any]) 
         "aggregate": aggregate,
         "paired": {
             "per_image_files": sorted(f"seed{s}/{a}" for s, d in per_image.items() for a in d),
+            "pairs": [list(p) for p in pairs],
             "pooled": [r for r in paired if r["seed"] == "pooled"],
         },
         "assimilation_movement": movement,
