@@ -34,6 +34,24 @@ def tiny_chest_xray(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def chest_xray_cli_run(tmp_path_factory) -> tuple[Path, str]:
+    """
+    A tiny chest_xray run trained once per session through the literal command line (``python -m monai.bundle
+    run``, ``helpers.bundle_runs.TINY``: 32 px, 1 epoch, MobileNetV2 without weights, 4 synthetic images per
+    class and split), and its console log. Shared: copy it (``helpers.bundle_runs.copy_run``) before writing
+    into it.
+    """
+    from helpers.bundle_runs import TINY, bundle_cmd, run_ok, tiny_dataset
+
+    root = tmp_path_factory.mktemp("chest_xray_cli_run")
+    data, out = tiny_dataset(root, "chest_xray", n=4), root / "run"
+    log = run_ok(
+        bundle_cmd("bundles/chest_xray/train.json", "--dataset_dir", str(data), "--output_dir", str(out), *TINY)
+    )
+    return out, log
+
+
+@pytest.fixture(scope="session")
 def mobilenet_v2_weights() -> Path:
     """The real ImageNet MobileNetV2 state dict (inputs normalised with mean 0.5, std 0.5)."""
     if not MOBILENET_V2_WEIGHTS.is_file():

@@ -3,7 +3,7 @@
 run and loaded with MONAI's own tools from elsewhere (folder and zip), demo runs labelled, refusals that
 write nothing.
 
-One tiny chest_ct run (trained, evaluated and applied once, module-scoped) serves every test.
+One tiny chest_ct run (trained, evaluated and applied once in-process, module-scoped) serves every test.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.bundle_runs import PYTHON, REPO, TINY_EVAL_KW, TINY_KW, run_ok, tiny_dataset
+from helpers.bundle_runs import PYTHON, REPO, TINY_EVAL_KW, TINY_KW, run_in_process, run_ok, tiny_dataset
 
 from monai_assim.bundle import export_bundle, labelled_images, list_images
 from monai_assim.bundle.export import bundle_file, exported_config
@@ -45,18 +45,9 @@ def run(tmp_path_factory) -> dict:
     """
     root = tmp_path_factory.mktemp("export_run")
     data, out = tiny_dataset(root, MODALITY), root / "run"
-    b = f"bundles/{MODALITY}"
-    train_kw = {**TINY_KW, **BACKBONE}
-    eval_kw = {**TINY_EVAL_KW, **BACKBONE}
-    script = "\n".join(
-        [
-            "from monai.bundle import run",
-            f"run(config_file='{b}/train.json', dataset_dir={str(data)!r}, output_dir={str(out)!r}, **{train_kw!r})",
-            f"run(config_file='{b}/evaluate.json', output_dir={str(out)!r}, **{eval_kw!r})",
-            f"run(config_file='{b}/inference.json', output_dir={str(out)!r}, **{BACKBONE!r}, input={str(data)!r})",
-        ]
-    )
-    run_ok([PYTHON, "-c", script])
+    run_in_process(f"{MODALITY}/train.json", dataset_dir=str(data), output_dir=str(out), **{**TINY_KW, **BACKBONE})
+    run_in_process(f"{MODALITY}/evaluate.json", output_dir=str(out), **{**TINY_EVAL_KW, **BACKBONE})
+    run_in_process(f"{MODALITY}/inference.json", output_dir=str(out), input=str(data), **BACKBONE)
     probs = list(_predictions(out / "inference" / "predictions.csv").values())
     assert len({tuple(p) for p in probs}) > 1, "the run's network gives every image the same output"
     return {"root": root, "data": data, "out": out, "predictions": out / "inference" / "predictions.csv"}
@@ -217,21 +208,17 @@ def test_verify_net_in_out(exported):
 
 
 @pytest.mark.slow
-def test_zip_unpacked_elsewhere(run, tmp_path):
-    """`export --zip --name`: an archive that unpacks to <name>/; predictions and load work from there."""
-    out = run_ok(
-        [
-            PYTHON,
-            "-m",
-            "monai_assim.bundle",
-            "export",
-            str(run["out"]),
-            str(tmp_path / "ct"),
-            "--zip",
-            "--name",
-            "ct_zip",
-        ]
-    )
+def test_zip_unpacked_elsewhere(run, tmp_path, capsys, monkeypatch):
+    """`export --zip --name`: an archive that unpacks to <name>/; predictions and load work from there.
+    In-process (``main`` of ``python -m monai_assim.bundle``, and the exported inference.json as the
+    ``ConfigWorkflow`` that ``monai.bundle run`` drives); the commands themselves run in test_wheel_install.py and
+    test_exported_inference_from_another_folder."""
+    from monai.bundle import ConfigWorkflow
+
+    from monai_assim.bundle.__main__ import main
+
+    assert main(["export", str(run["out"]), str(tmp_path / "ct"), "--zip", "--name", "ct_zip"]) == 0
+    out = capsys.readouterr().out
     archive = tmp_path / "ct.zip"
     assert f"-> {archive}" in out and not (tmp_path / "ct").exists() and _no_temporary_files(tmp_path)
     unpacked = tmp_path / "elsewhere"
@@ -240,10 +227,13 @@ def test_zip_unpacked_elsewhere(run, tmp_path):
         assert (unpacked / "ct_zip" / f).is_file(), f
     # run from the bundle's own folder: bundle_root "." as in the model zoo
     bundle = unpacked / "ct_zip"
-    run_ok(
-        [PYTHON, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--input", str(run["data"])],
-        cwd=bundle,
+    monkeypatch.chdir(bundle)
+    workflow = ConfigWorkflow(
+        config_file="configs/inference.json", logging_file=False, workflow_type="infer", input=str(run["data"])
     )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
     _assert_same_predictions(bundle / "inference" / "predictions.csv", run["predictions"])
     _assert_loads_trained_network(run, "ct_zip", unpacked)
 

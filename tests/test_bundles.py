@@ -29,6 +29,7 @@ from helpers.bundle_runs import (
     TINY_KW,
     bundle_cmd,
     bundle_env,
+    copy_run,
     run_ok,
     tiny_dataset,
 )
@@ -128,12 +129,12 @@ def test_best_saver_keeps_the_best(tmp_path):
 
 
 @pytest.mark.slow
-def test_chest_xray_train_evaluate_inference_cli(tmp_path):
-    """chest_xray through the literal CLI: train -> evaluate -> inference -> ckpt_export, outputs present."""
-    data, out = tiny_dataset(tmp_path, "chest_xray"), tmp_path / "run"
-    log = run_ok(
-        bundle_cmd("bundles/chest_xray/train.json", "--dataset_dir", str(data), "--output_dir", str(out), *TINY)
-    )
+def test_chest_xray_train_evaluate_inference_cli(chest_xray_cli_run, tmp_path):
+    """chest_xray through the literal CLI: train -> evaluate -> inference -> ckpt_export, outputs present.
+    The training is the session's ``chest_xray_cli_run`` (the same command, trained once for the tests that need
+    such a run)."""
+    trained, log = chest_xray_cli_run
+    out = copy_run(trained, tmp_path / "run")
     assert "DEMO DATA" not in log and not (out / "DEMO_DATA.txt").exists()
     for name in ("loss", "loss_ce", "loss_glcm"):
         assert f"{name}: " in log

@@ -8,10 +8,9 @@ import csv
 import json
 import os
 import re
-import shutil
 
 import pytest
-from helpers.bundle_runs import BUNDLES, TINY, bundle_cmd, run_ok, tiny_dataset
+from helpers.bundle_runs import BUNDLES, bundle_cmd, copy_run, run_ok
 from monai.bundle import ConfigParser
 
 from monai_assim.attacks import ATTACK_BUDGETS
@@ -22,17 +21,9 @@ EVAL = ["--backbone", "mobilenet_v2", "--check_eps", "$None", "--attack_budget",
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """A tiny trained chest_xray run (32 px, 1 epoch), trained once for the tests of this module."""
-    root = tmp_path_factory.mktemp("evaluate")
-    data, out = tiny_dataset(root, "chest_xray", n=4), root / "run"
-    run_ok(bundle_cmd("bundles/chest_xray/train.json", "--dataset_dir", str(data), "--output_dir", str(out), *TINY))
-    return out
-
-
-def copy_run(run, dest):
-    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("eval"))
-    return dest
+def trained_run(chest_xray_cli_run, tmp_path_factory):
+    """A tiny trained chest_xray run (32 px, 1 epoch; the session's, trained once), copied for this module."""
+    return copy_run(chest_xray_cli_run[0], tmp_path_factory.mktemp("evaluate") / "run")
 
 
 def test_square_attack_eps_default_follows_the_grid():
@@ -180,11 +171,14 @@ def test_default_plan_holds_the_strong_members():
 
 
 @pytest.mark.slow
-def test_bundle_default_evaluation_reports_the_headline(tmp_path):
-    """evaluate.json with its ensemble wiring (the quick budget and one eps to keep it short; the default plan is
-    checked above): ensemble rows, worst case, convergence check; the report and the JSON name them."""
-    data, out = tiny_dataset(tmp_path, "chest_xray", n=4), tmp_path / "run"
-    run_ok(bundle_cmd("bundles/chest_xray/train.json", "--dataset_dir", str(data), "--output_dir", str(out), *TINY))
+def test_bundle_default_evaluation_reports_the_headline(trained_run, tmp_path):
+    """evaluate.json with its ensemble wiring (the quick budget, one eps and two test images to keep it short; the
+    default plan is checked above): ensemble rows, worst case, convergence check; the report and the JSON name them."""
+    out = copy_run(trained_run, tmp_path / "run")
+    splits_path = out / "datalists" / "splits.json"  # one test image per class (the convergence check's 2 x 200
+    splits = json.loads(splits_path.read_text())  # APGD steps cost about 1 s per image on a 2-core CPU)
+    splits["test"] = [next(d for d in splits["test"] if d["label"] == label) for label in (0, 1)]
+    splits_path.write_text(json.dumps(splits))
     log = run_ok(bundle_cmd("bundles/chest_xray/evaluate.json", "--output_dir", str(out), "--backbone", "mobilenet_v2",
                             "--eps", "[0.03]", "--attack_budget", "quick"))  # fmt: skip
     rows = list(csv.DictReader(open(out / "eval" / "robustness.csv")))
@@ -192,6 +186,7 @@ def test_bundle_default_evaluation_reports_the_headline(tmp_path):
     for member in ("APGD", "APGDMargin", "Square"):
         assert ("ensemble", member) in roles
     assert ("worst", "worst") in roles and ("check_convergence", "APGD") in roles
+    assert {int(r["n"]) for r in rows} == {2}
     doc = json.loads((out / "eval" / "robustness.json").read_text())
     assert doc["headline"]["budget"] == "quick" and doc["headline"]["upper_bound"] is True
     assert set(doc["headline"]["ensemble"]) == {"APGD", "APGDMargin", "Square"}

@@ -3,7 +3,8 @@ Inference on imperfect folders and its outputs: unreadable files are skipped and
 listed in ``errors.csv`` (``--strict True`` fails instead), ``predictions.csv`` has a header, class names and
 probabilities, is written once and atomically, and a failed run leaves no earlier ``predictions.csv``.
 
-One tiny chest CT training run per module; the bundle runs go through ``python -m monai.bundle run`` (exit codes).
+One tiny chest CT training run per module (in-process); the inference and evaluation runs go through
+``python -m monai.bundle run`` (exit codes).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.bundle_runs import REPO, TINY, TINY_EVAL, bundle_cmd, bundle_env, run_ok, tiny_dataset
+from helpers.bundle_runs import REPO, TINY_EVAL, TINY_KW, bundle_cmd, bundle_env, tiny_dataset, train_workflow
 from PIL import Image
 
 from monai_assim.data import ERROR_KEY, SOURCE_KEY, ReadableDataset, require_readable, split_readable
@@ -29,10 +30,13 @@ CLASS_NAMES = ["normal or benign", "malignant"]  # chest_ct's, recorded in the r
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    """A finished one-epoch chest CT run on 32 px synthetic images."""
+    """A finished one-epoch chest CT run on 32 px synthetic images (``TINY``'s settings, trained in-process)."""
     root = tmp_path_factory.mktemp("infer_run")
     data, out = tiny_dataset(root, "chest_ct", n=4), root / "run"
-    run_ok(bundle_cmd("bundles/chest_ct/train.json", "--dataset_dir", str(data), "--output_dir", str(out), *TINY))
+    workflow = train_workflow(data, out, bundle="chest_ct", **TINY_KW)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
     return out
 
 
@@ -58,6 +62,14 @@ def _bad_images(folder: Path) -> list[Path]:
     not_png = folder / "notes.png"
     not_png.write_text("this is a text file with a .png suffix\n")
     return [truncated, not_png]
+
+
+def _previous_outputs(pred_dir: Path) -> None:
+    """A previous run's predictions.csv and errors.csv in ``pred_dir`` (written here rather than by a run of its
+    own: the saver removes them by name, whatever they hold)."""
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    (pred_dir / "predictions.csv").write_text("file,predicted_class\nold.png,0\n")
+    (pred_dir / "errors.csv").write_text("file,reason\nold_bad.png,OSError\n")
 
 
 def _infer(run_dir: Path, input_dir: Path, pred_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -119,9 +131,7 @@ def test_strict_fails_listing_all_and_leaves_no_stale_predictions(run_dir, tmp_p
     """--strict True: non-zero exit naming both files; the earlier run's predictions.csv is gone."""
     folder, pred_dir = tmp_path / "images", tmp_path / "pred"
     _good_images(folder)
-    assert _infer(run_dir, folder, pred_dir).returncode == 0
-    assert (pred_dir / "predictions.csv").is_file()  # a good run's result ...
-
+    _previous_outputs(pred_dir)  # an earlier run's result ...
     bad = _bad_images(folder)
     proc = _infer(run_dir, folder, pred_dir, "--strict", "True")
     log = proc.stdout + proc.stderr
@@ -157,8 +167,7 @@ def test_failed_run_removes_old_predictions(run_dir, tmp_path):
         (tmp_path / "no_such_folder", (), "no_such_folder does not exist"),  # fails while listing the input
         (folder, ("--checkpoint", str(tmp_path / "missing.pt")), "missing.pt not found"),  # after listing it
     ):
-        assert _infer(run_dir, folder, pred_dir).returncode == 0
-        assert (pred_dir / "predictions.csv").is_file() and (pred_dir / "errors.csv").is_file()
+        _previous_outputs(pred_dir)
         proc = _infer(run_dir, input_dir, pred_dir, *args)
         assert proc.returncode != 0 and message in proc.stdout + proc.stderr
         assert not (pred_dir / "predictions.csv").exists() and not (pred_dir / "errors.csv").exists()

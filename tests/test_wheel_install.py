@@ -1,6 +1,7 @@
 """
 A wheel built from the repository, installed in a fresh virtual environment, works without the checkout:
-it finds its bundle templates (package data), trains a bundle, exports the run and runs a one-arm study.
+it finds its bundle templates (package data), runs a one-arm study (which trains and evaluates the installed
+bundle) and exports the study's run.
 
 The fresh environment gets the dependencies (torch, MONAI, ...) from the test's own environment through a
 ``.pth`` line, so nothing is downloaded; the repository itself is not importable there (no PYTHONPATH, a
@@ -19,7 +20,8 @@ import venv
 from pathlib import Path
 
 import pytest
-from helpers.bundle_runs import TINY
+
+from monai_assim.bundle.templates import PACKAGED_BUNDLES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,47 +81,14 @@ def test_wheel_exports_a_run_and_runs_a_study(tmp_path):
     work.mkdir()
     env = {k: v for k, v in outer.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["OMP_NUM_THREADS"] = "1"
-    where = json.loads(
-        _run(
-            [
-                str(python),
-                "-c",
-                "import json, monai_assim; from monai_assim.bundle.templates import bundles_dir; "
-                "print(json.dumps([monai_assim.__file__, str(bundles_dir())]))",
-            ],
-            work,
-            env,
-        ).strip()
-    )
-    package, bundles = Path(where[0]).resolve(), Path(where[1])
+    # where the fresh environment imports monai_assim from (found without importing it: the import takes torch's
+    # start-up); that its bundles_dir() gives the installed templates, the study's run below shows
+    where = _run([str(python), "-c", "import importlib.util; print(importlib.util.find_spec('monai_assim').origin)"],
+                 work, env)  # fmt: skip
+    package = Path(where.strip()).resolve()
     assert package.is_relative_to(env_dir.resolve()) and not package.is_relative_to(REPO), package
-    assert bundles.is_relative_to(env_dir.resolve()) and (bundles / "chest_xray" / "train.json").is_file(), bundles
-
-    data, run = work / "data", work / "run"
-    _run(
-        [
-            str(python),
-            "-c",
-            "from monai_assim.data import make_synthetic_dataset; "
-            f"make_synthetic_dataset({str(data)!r}, 'chest_xray', n_per_class=6, size=32, seed=1)",
-        ],
-        work,
-        env,
-    )
-    chest_xray = bundles / "chest_xray"
-    train = [
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        str(chest_xray / "train.json"),
-        "--bundle_root",
-        str(chest_xray),
-    ]
-    _run([str(python), *train, "--dataset_dir", str(data), "--output_dir", str(run), *TINY], work, env)
-    out = _run([str(python), "-m", "monai_assim.bundle", "export", str(run), str(work / "exported")], work, env)
-    assert "exported" in out and (work / "exported" / "configs" / "inference.json").is_file()
-    assert (work / "exported" / "models" / "model.pt").is_file() and (work / "exported" / "LICENSE").is_file()
+    bundles = package.parent / PACKAGED_BUNDLES
+    assert (bundles / "chest_xray" / "train.json").is_file(), bundles
 
     study = [
         *("-m", "monai_assim.study", "--bundle", "chest_xray", "--output_dir", str(work / "study")),
@@ -131,3 +100,11 @@ def test_wheel_exports_a_run_and_runs_a_study(tmp_path):
     _run([str(python), *study], work, env)
     doc = json.loads((work / "study" / "study.json").read_text())
     assert set(doc["runs"]) == {"vanilla"} or set(doc["runs"]) == {"seed0/vanilla"}, doc["runs"].keys()
+
+    # the study's run (trained and evaluated with the installed bundle's train.json and evaluate.json), exported
+    (run,) = {p.parents[1] for p in (work / "study" / "runs").rglob("checkpoints/best.pt")}
+    summary = json.loads((run / "run_summary.json").read_text())  # the bundle the study ran: bundles_dir()'s
+    assert Path(summary["bundle_root"]).resolve() == (bundles / "chest_xray").resolve(), summary["bundle_root"]
+    out = _run([str(python), "-m", "monai_assim.bundle", "export", str(run), str(work / "exported")], work, env)
+    assert "exported" in out and (work / "exported" / "configs" / "inference.json").is_file()
+    assert (work / "exported" / "models" / "model.pt").is_file() and (work / "exported" / "LICENSE").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,26 +75,49 @@ def run_ok(cmd: list[str], cwd: Path = REPO, timeout: int = 900) -> str:
     return out
 
 
+def run_in_process(config: str, **overrides) -> None:
+    """
+    ``monai.bundle.run`` (what ``python -m monai.bundle run`` calls) of ``bundles/<config>`` in this process, with
+    the bundle's folder as bundle_root and without its logging.conf (which would reconfigure pytest's logging).
+    """
+    from monai.bundle import run
+
+    bundle = (BUNDLES / config).parent
+    run(
+        config_file=str(BUNDLES / config),
+        meta_file=str(bundle / "metadata.json"),
+        logging_file=False,
+        bundle_root=str(bundle),
+        **overrides,
+    )
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    """A copy of the run folder ``run`` at ``dest``, without its evaluation and inference outputs."""
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("eval", "inference"))
+    return dest
+
+
 def tiny_dataset(root: Path, modality: str, n: int = 6) -> Path:
     """A synthetic data set in ``modality``'s real layout, ``n`` images of 32 px per class folder."""
     return make_synthetic_dataset(root / modality, modality, n_per_class=n, size=32, seed=1)
 
 
-def train_workflow(data: Path, out: Path, **overrides):
+def train_workflow(data: Path, out: Path, bundle: str = "chest_xray", **overrides):
     """
-    The chest X-ray ``train.json`` as an in-process ``monai.bundle.ConfigWorkflow`` (what ``monai.bundle run``
-    drives), not yet initialised: tiny settings (32 px, ResNet18 without weights, batch 4, 1 epoch, no
-    workers), ``overrides`` on top.
+    The ``train.json`` of ``bundle`` (default chest X-ray) as an in-process ``monai.bundle.ConfigWorkflow`` (what
+    ``monai.bundle run`` drives), not yet initialised: tiny settings (32 px, ResNet18 without weights, batch 4,
+    1 epoch, no workers), ``overrides`` on top.
     """
     from monai.bundle import ConfigWorkflow
 
     settings = {"image_size": 32, "epochs": 1, "batch_size": 4, "backbone": "resnet18", "pretrained": "none"}
     settings.update(num_workers=0, **overrides)
     return ConfigWorkflow(
-        config_file=str(BUNDLES / "chest_xray" / "train.json"),
+        config_file=str(BUNDLES / bundle / "train.json"),
         logging_file=False,
         workflow_type="train",
-        bundle_root=str(BUNDLES / "chest_xray"),
+        bundle_root=str(BUNDLES / bundle),
         dataset_dir=str(data),
         output_dir=str(out),
         **settings,
