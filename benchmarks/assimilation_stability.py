@@ -11,7 +11,8 @@ script measures the kept checkpoint (``best.pt``) on the run's whole test split:
   with x (0: the backbone sees a constant image).
 
 Arms: ``vanilla``, ``assimilated`` (the default sigmoid map), ``assimilated_clamp`` (the hard clip of
-earlier runs), ``assimilated_clampst`` (that clip with a straight-through training gradient), each also
+earlier runs), ``assimilated_clampst`` (that clip with a straight-through training gradient),
+``assimilated_clampret`` (that clip whose training gradient pulls pushed-out values back), each also
 with ``_pgdat`` (PGD-AT at ``--at_eps``/255, ``--at_steps`` steps). A run whose
 ``measure.json`` exists is skipped, so the script resumes; the table ``<out>/stability.md`` is rewritten
 after every run.
@@ -21,7 +22,8 @@ Usage (the table in docs/results.md)::
     python benchmarks/assimilation_stability.py --dataset_dir ../shared/data/chest_ct \\
         --pretrained ../shared/weights/mobilenet_v2_imagenet_from_tflite.pt --out /tmp/stability \\
         --seeds 0 1 2 --epochs 2 --arms vanilla assimilated vanilla_pgdat assimilated_pgdat \\
-        assimilated_clampst assimilated_clampst_pgdat assimilated_clamp
+        assimilated_clampst assimilated_clampst_pgdat assimilated_clamp assimilated_clamp_pgdat \\
+        assimilated_clampret assimilated_clampret_pgdat
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ ARMS = {
     "assimilated": ["--variant", "assimilated", "--assimilation_map", "sigmoid"],
     "assimilated_clamp": ["--variant", "assimilated", "--assimilation_map", "clamp"],
     "assimilated_clampst": ["--variant", "assimilated", "--assimilation_map", "clamp_st"],
+    "assimilated_clampret": ["--variant", "assimilated", "--assimilation_map", "clamp_return"],
 }
 
 

@@ -67,7 +67,7 @@ def test_an_untrained_module_is_the_identity_up_to_the_margin(kind):
     assert saturation(AssimilationNet("resnet18", pretrained=None), x) == {"texture": 0.0, "color": 0.0}
 
 
-@pytest.mark.parametrize("output_map", ["sigmoid", "clamp_st"])
+@pytest.mark.parametrize("output_map", ["sigmoid", "clamp_st", "clamp_return"])
 @pytest.mark.parametrize("bias", [5.0, -5.0])
 @pytest.mark.parametrize("kind", ["texture", "color"])
 def test_a_pushed_out_module_gets_a_gradient_and_comes_back(kind, bias, output_map):
@@ -123,6 +123,37 @@ def test_the_straight_through_clamp_is_the_clamp_except_for_its_training_gradien
     assert not torch.equal(grads["st", "train"], grads["clamp", "train"])  # training: passes through
     with torch.no_grad():
         assert torch.equal(st.eval()(x), clamp.eval()(x))
+
+
+def test_the_returning_clamp_passes_only_the_gradient_that_pulls_back():
+    """``clamp_return``: the clamp's values; in training the clamp's gradient inside [0, 1] and, outside, the
+    gradient that moves the value back in; in eval mode exactly the clamp."""
+    x = torch.tensor([-0.5, -0.5, 0.2, 0.7, 1.5, 1.5])
+    r = torch.zeros_like(x, requires_grad=True)
+    g = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])  # dL/dy
+    out = map_output(x, r, "clamp_return", training=True)
+    assert torch.equal(out.detach(), x.clamp(0, 1))
+    out.backward(g)
+    # below 0: only dL/dy < 0 (asks for a larger value) passes; above 1: only dL/dy > 0
+    assert torch.equal(r.grad, torch.tensor([0.0, -1.0, 1.0, -1.0, 1.0, 0.0]))
+    r.grad = None
+    map_output(x, r, "clamp_return", training=False).backward(g)  # eval mode: the clamp
+    r2 = torch.zeros_like(x, requires_grad=True)
+    map_output(x, r2, "clamp").backward(g)
+    assert torch.equal(r.grad, r2.grad)
+
+
+@pytest.mark.parametrize("kind", ["texture", "color"])
+def test_the_returning_clamp_trains_as_the_clamp_inside_the_range(kind):
+    """Nothing pushed out: ``clamp_return`` and ``clamp`` give the same training gradient."""
+    x = _images()
+    ret, clamp = _push(_module(kind, "clamp_return"), 0.0), _push(_module(kind, "clamp"), 0.0)
+    clamp.load_state_dict({k: v for k, v in ret.state_dict().items() if k != "output_map_id"}, strict=False)
+    x = x.clamp(0.2, 0.8)  # away from the ends: no value leaves [0, 1]
+    for module in (ret.train(), clamp.train()):
+        (module(x) - 0.5).pow(2).mean().backward()
+    for (name, a), b in zip(ret.named_parameters(), clamp.parameters()):
+        assert a.grad.abs().sum() > 0 and torch.equal(a.grad, b.grad), name
 
 
 @pytest.mark.parametrize("bias", [30.0, -30.0])

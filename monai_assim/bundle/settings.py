@@ -279,7 +279,8 @@ SETTINGS: tuple[Setting, ...] = (
         _choice(
             _maps,
             "sigmoid (the default) cannot die; clamp is the hard clip of runs before the setting; clamp_st is "
-            "that clip with a straight-through training gradient (docs/networks.md).",
+            "that clip with a straight-through training gradient; clamp_return the clip whose training gradient "
+            "pulls pushed-out values back (docs/networks.md).",
         ),
         recorded_before="clamp",
         network=True,

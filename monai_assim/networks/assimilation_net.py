@@ -66,7 +66,8 @@ class AssimilationNet(nn.Module):
         output_map: how T and C bring their output onto [0, 1]: ``"sigmoid"`` (the default: smooth, its
             gradient never exactly 0) or ``"clamp"`` (a hard clip, whose gradient is 0 outside [0, 1]: the
             map of runs before it was a setting) or ``"clamp_st"`` (the clip, whose gradient passes
-            straight through while T and C train); see :mod:`monai_assim.networks.output_map`.
+            straight through while T and C train) or ``"clamp_return"`` (the clip, whose training gradient
+            pulls values pushed out back); see :mod:`monai_assim.networks.output_map`.
 
     Shapes:
         ``forward(x)``: ``(B, 1, H, W)`` -> ``(B, num_classes)``;

@@ -41,7 +41,7 @@ class ColorModule(ResidualMap):
         features: number of hidden units ``F``.
         init: ``"identity"`` (zero last layer, grey replication; the default) or ``"random"``; drawn from
             torch's global generator, so ``monai.utils.set_determinism`` fixes it.
-        output_map: ``"sigmoid"`` (the default), ``"clamp"`` or ``"clamp_st"``, see
+        output_map: ``"sigmoid"`` (the default), ``"clamp"``, ``"clamp_st"`` or ``"clamp_return"``, see
             :mod:`monai_assim.networks.output_map`.
 
     Shapes:

@@ -22,6 +22,12 @@ Both modules compute a residual ``r`` of their grey input ``x`` and map it onto 
   (``module.training`` and gradients enabled) its gradient passes straight through the clip (the
   identity, as if there were no clip), so a value pushed outside [0, 1] is still pulled back. In eval
   mode (evaluation, attacks, export) it is exactly the clamp, gradient included.
+- ``"clamp_return"``: the clamp's forward values, in training and in use; while the module trains its
+  gradient is the clamp's inside [0, 1], and outside it passes only the part that pulls the value back
+  (at ``z < 0`` a gradient asking for a larger value, at ``z > 1`` one asking for a smaller value; the
+  rest is 0 as under the clamp). Inside the range it trains exactly as the clamp; a value pushed out
+  cannot be pushed further by a gradient it does not feel, but comes back as soon as the loss asks for
+  it. In eval mode it is exactly the clamp, gradient included.
 
 **Saturation** (:func:`saturation`) is the fraction of output values that a module has pushed against 0
 or 1 where the map has (all but) lost its gradient: outside [0, 1] before the clamp (gradient exactly 0),
@@ -59,9 +65,9 @@ __all__ = [
 ]
 
 #: the output maps, in the order of their ids in checkpoints (``output_map_id`` buffers)
-OUTPUT_MAPS = ("clamp", "sigmoid", "clamp_st")
+OUTPUT_MAPS = ("clamp", "sigmoid", "clamp_st", "clamp_return")
 #: the maps whose forward values are the hard clip
-_CLIPS = ("clamp", "clamp_st")
+_CLIPS = ("clamp", "clamp_st", "clamp_return")
 #: :math:`\epsilon` of the sigmoid map: an untrained module maps [0, 1] onto [eps, 1 - eps]
 SIGMOID_MARGIN = 1e-3
 _LOGIT_EDGE = math.log((1 - SIGMOID_MARGIN) / SIGMOID_MARGIN)
@@ -91,13 +97,34 @@ class _StraightThroughClamp(torch.autograd.Function):
         return grad
 
 
-def unit_clamp(x: torch.Tensor, straight_through: bool = False) -> torch.Tensor:
+class _ReturningClamp(torch.autograd.Function):
+    """Forward :math:`\\operatorname{clip}_{[0,1]}(x)` (``torch.clamp``, bit-identical); backward the clamp's
+    gradient inside [0, 1] and, outside, only the gradient that would move ``x`` back into [0, 1] under
+    gradient descent (negative below 0, positive above 1)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return torch.clamp(x, 0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        blocked = ((x < 0) & (grad > 0)) | ((x > 1) & (grad < 0))
+        return grad.masked_fill(blocked, 0.0)
+
+
+def unit_clamp(x: torch.Tensor, straight_through: bool = False, returning: bool = False) -> torch.Tensor:
     """
     :math:`\\operatorname{clip}_{[0, 1]}(x)`; with ``straight_through`` the same values, but the gradient
-    passes as the identity (``d clip / dx := 1`` everywhere).
+    passes as the identity (``d clip / dx := 1`` everywhere); with ``returning`` (and not
+    ``straight_through``) the same values, the clamp's gradient inside [0, 1], and outside only the
+    gradient that pulls a value back in (see ``"clamp_return"`` in the module docstring).
     """
     if straight_through and torch.is_grad_enabled():
         return _StraightThroughClamp.apply(x)
+    if returning and torch.is_grad_enabled() and x.requires_grad:
+        return _ReturningClamp.apply(x)
     return torch.clamp(x, 0.0, 1.0)
 
 
@@ -135,16 +162,20 @@ def _pre_map(x: torch.Tensor, r: torch.Tensor, output_map: str) -> torch.Tensor:
     return torch.logit(_squeezed(x)) + r
 
 
-def map_output(x: torch.Tensor, r: torch.Tensor, output_map: str, straight_through: bool = False) -> torch.Tensor:
+def map_output(
+    x: torch.Tensor, r: torch.Tensor, output_map: str, straight_through: bool = False, training: bool = False
+) -> torch.Tensor:
     """
     :math:`M(x, r)` of ``output_map`` (see the module docstring); ``x`` broadcasts against ``r``.
 
     With ``straight_through`` (and gradients enabled) the values are the same, the gradient that of the
-    linear surrogate ``x + r`` (the clips) or :math:`\\tilde x + r` (sigmoid). ``"clamp_st"`` is the clamp
-    here: its modules ask for ``straight_through`` while they train.
+    linear surrogate ``x + r`` (the clips) or :math:`\\tilde x + r` (sigmoid). ``training`` is whether the
+    module trains: ``"clamp_st"`` then passes its gradient straight through and ``"clamp_return"`` passes
+    the gradient that pulls a value back; otherwise both are the clamp.
     """
     if output_map in _CLIPS:
-        return unit_clamp(x + r, straight_through)
+        straight_through = straight_through or (training and output_map == "clamp_st")
+        return unit_clamp(x + r, straight_through, returning=training and output_map == "clamp_return")
     out = _sigmoid(_pre_map(x, r, "sigmoid"))
     if straight_through and torch.is_grad_enabled():
         surrogate = _squeezed(x) + r

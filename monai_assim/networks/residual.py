@@ -30,8 +30,9 @@ class ResidualMap(nn.Module):
 
     where the subclass builds the residual ``r`` as ``self.residual`` and defines :meth:`delta`
     (``r(x)`` with its output channels), and ``map`` is the output map (``"sigmoid"``, the default,
-    ``"clamp"``: :math:`\operatorname{clip}_{[0,1]}(x + r)`, or ``"clamp_st"``: the clamp, whose gradient
-    passes straight through while the module trains; see :mod:`monai_assim.networks.output_map`).
+    ``"clamp"``: :math:`\operatorname{clip}_{[0,1]}(x + r)`, ``"clamp_st"``: the clamp, whose gradient
+    passes straight through while the module trains, or ``"clamp_return"``: the clamp, whose gradient
+    pulls values pushed out back while the module trains; see :mod:`monai_assim.networks.output_map`).
     The last layer of ``r`` starts at zero (``init="identity"``: ``M`` is the identity, or grey
     replication, up to the sigmoid map's 0.1% margin) or with weights drawn from
     ``N(0, random_std^2)`` (``init="random"``; 4 ``random_std`` under the sigmoid map, whose slope at
@@ -80,8 +81,7 @@ class ResidualMap(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_tracing() and (x.ndim != 4 or x.shape[1] != 1):
             raise ValueError(f"{self.label} expects a (B, 1, H, W) grey image, got shape {tuple(x.shape)}.")
-        straight = self.straight_through_map or (self.training and self.output_map == "clamp_st")
-        return map_output(x, self.delta(x), self.output_map, straight)
+        return map_output(x, self.delta(x), self.output_map, self.straight_through_map, self.training)
 
     def saturated(self, x: torch.Tensor) -> torch.Tensor:
         """Boolean mask of the output values the map saturates (see :func:`~monai_assim.networks.saturation`)."""

@@ -38,7 +38,8 @@ class TextureModule(ResidualMap):
     so pixels pushed towards 0 or 1 are pulled back by training; ``output_map="clamp"`` is
     :math:`\operatorname{clip}_{[0, 1]}(x + f(x))`, whose gradient is 0 for every pixel pushed outside
     [0, 1] (the map of runs before the maps were recorded); ``output_map="clamp_st"`` is that clip whose
-    gradient passes straight through while the module trains.
+    gradient passes straight through while the module trains, ``output_map="clamp_return"`` that clip
+    whose training gradient pulls pixels pushed outside [0, 1] back.
 
     ``init="random"`` instead draws the last convolution's weights from
     :math:`\mathcal{N}(0, \sigma_T^2)`, :math:`\sigma_T` = :data:`RANDOM_INIT_STD` (bias 0): the module then
@@ -50,7 +51,7 @@ class TextureModule(ResidualMap):
         num_layers: number of 3x3 convolutions (at least 2).
         init: ``"identity"`` (zero last layer, the default) or ``"random"`` (see above); drawn from
             torch's global generator, so ``monai.utils.set_determinism`` fixes it.
-        output_map: ``"sigmoid"`` (the default), ``"clamp"`` or ``"clamp_st"``, see above.
+        output_map: ``"sigmoid"`` (the default), ``"clamp"``, ``"clamp_st"`` or ``"clamp_return"``, see above.
 
     Shapes:
         input ``(B, 1, H, W)`` on [0, 1]; output ``(B, 1, H, W)`` on [0, 1].
