@@ -5,6 +5,9 @@ before writing, a lock of a live process is respected and one of a dead (or kill
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 from helpers.run_setup import setup
 
@@ -117,3 +120,54 @@ def test_resume_of_a_killed_run_takes_its_lock_over(tmp_path, tiny_chest_xray):
     resumed.start()
     assert resumed.lock.held and resumed.resumed_from_epoch == 1
     resumed.release_folder()
+
+
+def test_a_forked_child_does_not_keep_a_killed_runs_lock(tmp_path):
+    """A training's DataLoader workers are forked while it holds the lock; when the training is killed, the lock
+    must go with it at once (a --resume True started right after is not refused because an orphaned worker
+    still holds the flock)."""
+    import subprocess
+    import sys
+
+    from monai_assim.bundle.run_lock import RunLock
+
+    out = tmp_path / "run"
+    holder = (
+        "import os, signal, sys, time\n"
+        "from monai_assim.bundle.run_lock import RunLock\n"
+        f"lock = RunLock({str(out)!r}).acquire()\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    time.sleep(30)\n"
+        "    os._exit(0)\n"
+        "print(child, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        proc.kill()  # the training, killed; its forked child (a worker) lives on for a while
+        proc.wait()
+        os.kill(child, 0)  # still there
+        RunLock(out).acquire().release()  # the killed run's lock is taken over at once
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_forked_child_leaves_the_parents_lock_alone(tmp_path):
+    """The child's exit does not release or remove the lock its parent still holds."""
+    from monai_assim.bundle.run_lock import RunLock
+
+    lock = RunLock(tmp_path / "run").acquire()
+    pid = os.fork()
+    if pid == 0:  # the child: runs the lock's finalizer, as at an interpreter exit
+        lock.release()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert lock.path.is_file() and lock.held
+    with pytest.raises(UserInputError):
+        RunLock(tmp_path / "run").acquire()
+    lock.release()

@@ -550,3 +550,30 @@ def test_a_run_without_a_clean_selected_checkpoint_is_explained(monkeypatch, tmp
         with pytest.raises(ValueError, match=cause):
             run_job(spec)
     assert not (run_dir / "eval_best_clean" / "robustness.json").exists()
+
+
+def test_an_interrupted_training_resumes(monkeypatch, tmp_path):
+    """A run folder with last.pt but no finished summary (a killed study) is trained on with resume, not from
+    the start; a folder without last.pt starts a new training."""
+    import monai_assim.study.run as run_module
+
+    calls = []
+
+    def fake_run_bundle(root, config, **o):
+        calls.append((config, o.get("resume", False)))
+        if config == "evaluate.json":
+            raise _Stop
+
+    class _Stop(Exception):
+        pass
+
+    monkeypatch.setattr(run_module, "_run_bundle", fake_run_bundle)
+    plan = plan_study(StudyOptions(output_dir=tmp_path, arms=["vanilla_pgdat"]))
+    (spec,) = plan.specs
+    with pytest.raises(_Stop):
+        run_job(spec)
+    (Path(spec["run_dir"]) / "checkpoints").mkdir(parents=True)
+    (Path(spec["run_dir"]) / "checkpoints" / "last.pt").write_bytes(b"")
+    with pytest.raises(_Stop):
+        run_job(spec)
+    assert calls == [("train.json", False), ("evaluate.json", False), ("train.json", True), ("evaluate.json", False)]

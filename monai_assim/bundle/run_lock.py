@@ -9,6 +9,11 @@ with ``fcntl.flock``, which the kernel releases when the process ends, however i
 by a process that has ended (killed, crashed) is stale: the next run (``--resume True`` of that run, or
 a fresh one) takes it over with a warning. A lock whose owner is alive on this host, or that names
 another host (whose processes cannot be checked from here), is not taken over.
+
+A process forked while the lock is held (a ``DataLoader`` worker) closes its copy of the lock's file
+descriptor at once: a flock belongs to the open file, so a forked copy would otherwise keep the folder
+locked after its parent was killed, until the orphaned worker noticed and exited, and a ``--resume True``
+started at once would be refused.
 """
 
 from __future__ import annotations
@@ -36,6 +41,29 @@ logger = logging.getLogger(__name__)
 
 #: the lock file in a run's output folder
 LOCK_FILE = "run.lock"
+
+#: the file descriptors of the locks this process holds, closed in every child forked from it
+_HELD_FDS: set[int] = set()
+_FORK_HOOK = False
+
+
+def _close_held_in_child() -> None:
+    """``os.register_at_fork(after_in_child=...)``: a forked child lets go of the parent's locks."""
+    for fd in list(_HELD_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_FDS.clear()
+
+
+def _hold(fd: int) -> None:
+    """Record ``fd`` as a held lock, registering the fork hook the first time a lock is taken."""
+    global _FORK_HOOK
+    if not _FORK_HOOK and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_close_held_in_child)
+        _FORK_HOOK = True
+    _HELD_FDS.add(fd)
 
 
 def _process_start(pid: int) -> str | None:
@@ -184,8 +212,11 @@ class RunLock:
                     self._remove_made_folder()
                 raise
             self._fd = fd
-            # released by release(), when this object is collected, or at interpreter exit
-            self._finalizer = weakref.finalize(self, RunLock._release_fd, fd, self.path, self.folder, self._made_folder)
+            _hold(fd)
+            # released by release(), when this object is collected, or at interpreter exit (of this process only)
+            self._finalizer = weakref.finalize(
+                self, RunLock._release_fd, fd, self.path, self.folder, self._made_folder, os.getpid()
+            )
             return self
         raise RuntimeError(f"could not take the lock {self.path}: it was replaced 5 times while being taken.")
 
@@ -210,7 +241,10 @@ class RunLock:
                 pass
 
     @staticmethod
-    def _release_fd(fd: int, path: Path, folder: Path, made_folder: bool) -> None:
+    def _release_fd(fd: int, path: Path, folder: Path, made_folder: bool, pid: int) -> None:
+        if os.getpid() != pid:  # a forked child: its copy of the descriptor is closed; the lock is the parent's
+            return
+        _HELD_FDS.discard(fd)
         try:
             path.unlink(missing_ok=True)  # while still holding the flock
         except OSError:

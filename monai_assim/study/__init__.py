@@ -45,7 +45,8 @@ so the augmentation); with the demo set it also changes the generated images. ``
 every arm for every seed; ``--jobs 2`` runs two (seed, arm) jobs at once, each a subprocess with one
 torch thread (``OMP_NUM_THREADS=1``), its log in ``<run>/study_job.log``. A (seed, arm) whose
 ``eval/robustness.json`` exists is skipped, and one whose training finished (``checkpoints/best.pt`` and
-a finished run summary) is only evaluated, so re-running a killed study continues it; a clean-selection
+a finished run summary) is only evaluated, and an interrupted training (``checkpoints/last.pt`` without a
+finished summary) resumes from its last epoch (``resume``), so re-running a killed study continues it; a clean-selection
 row is evaluated unless its ``eval_best_clean/robustness.json`` exists, and again whenever the arm is (its
 ``eval/robustness.json`` deleted, e.g. for other eps); the report refuses to pair two rows attacked
 differently.

@@ -233,7 +233,8 @@ def _evaluate_checkpoint(root: Path, run_dir: Path, evaluation: Mapping[str, Any
 
 def run_job(spec: Mapping[str, Any]) -> dict[str, Any]:
     """
-    One (seed, arm) of a study: train (unless finished), evaluate (unless ``eval/robustness.json`` exists),
+    One (seed, arm) of a study: train (unless finished; an interrupted training, with ``checkpoints/last.pt``,
+    resumes), evaluate (unless ``eval/robustness.json`` exists),
     then write ``eval/assimilation_movement.json``; then each evaluation-only row of ``spec["evaluations"]``
     (the clean-selected checkpoint, :func:`_evaluate_checkpoint`), redone whenever the arm was evaluated. ``spec`` holds ``bundle_root``,
     ``run_dir``, ``train_override``, ``eval_override``, ``movement_images`` and optionally ``evaluations``.
@@ -250,7 +251,13 @@ def run_job(spec: Mapping[str, Any]) -> dict[str, Any]:
             out["skipped"].append("train")
         else:
             t0 = time.perf_counter()
-            _run_bundle(root, "train.json", **spec["train_override"])
+            override = dict(spec["train_override"])
+            if (run_dir / "checkpoints" / "last.pt").is_file():
+                # a training a killed study left unfinished goes on from its last epoch (the bundle checks that
+                # the settings are the recorded ones) instead of starting again
+                override["resume"] = True
+                out["resumed"] = True
+            _run_bundle(root, "train.json", **override)
             out["train_s"] = round(time.perf_counter() - t0, 1)
         # the arm is evaluated (again: its result was deleted, e.g. to attack with other eps or budget): its
         # evaluation-only rows, made by the earlier evaluation, are redone with it, not kept silently
