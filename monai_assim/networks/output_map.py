@@ -58,6 +58,7 @@ __all__ = [
     "SIGMOID_MARGIN",
     "check_output_map",
     "map_output",
+    "module_saturation",
     "saturated",
     "saturation",
     "straight_through_maps",
@@ -233,6 +234,13 @@ def saturation(network: nn.Module, images: torch.Tensor) -> dict[str, float]:
     texture, color = getattr(network, "texture", None), getattr(network, "color", None)
     if texture is None or color is None:
         return {}
+    return module_saturation(texture, color, images)
+
+
+@torch.no_grad()
+def module_saturation(texture: nn.Module, color: nn.Module, images: torch.Tensor) -> dict[str, float]:
+    """:func:`saturation` of a texture module and a colour module given on their own (e.g. the ``T`` and ``C``
+    loaded from a checkpoint without the backbone): ``{"texture": f_T, "color": f_C}``, C measured on T(images)."""
     t = texture(images)
     fraction = lambda mask: float(mask.float().mean())  # noqa: E731
     return {"texture": fraction(texture.saturated(images)), "color": fraction(color.saturated(t))}

@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -86,15 +85,14 @@ def movement_and_saturation(modules: torch.nn.Module, images: torch.Tensor) -> d
     """
     :func:`assimilation_movement` of the trained ``nn.Sequential(T, C)`` on ``images`` ``(N, 1, H, W)``, with
     ``saturation_texture`` and ``saturation_color``: the fraction of the output values of T and of C (on
-    ``T(images)``) that their output map saturates (:func:`monai_assim.networks.saturation`).
+    ``T(images)``) that their output map saturates (:func:`monai_assim.networks.output_map.module_saturation`).
     """
-    from monai_assim.networks import saturation
+    from monai_assim.networks.output_map import module_saturation
 
     texture, color = modules[0], modules[1]
     param = next(modules.parameters(), None)
     x = images.float().to(param.device if param is not None else images.device)
-    with torch.no_grad():
-        sat = saturation(SimpleNamespace(texture=texture, color=color), x)
+    sat = module_saturation(texture, color, x)
     return dict(
         assimilation_movement(modules, images), saturation_texture=sat["texture"], saturation_color=sat["color"]
     )
