@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +55,13 @@ def write_mixed_folder(folder: Path) -> dict[str, np.ndarray]:
 
 
 def parse(config: str, **overrides) -> ConfigParser:
-    """``bundles/chest_xray/<config>`` with ``overrides`` applied as command-line ``--key value`` would be."""
+    """
+    ``bundles/chest_xray/<config>`` with ``overrides`` applied as command-line ``--key value`` would be. Unless
+    ``output_dir`` is given it is a fresh folder with no run in it: the bundle's default output folder holds the
+    demo run once README command (1) has run, and evaluate.json / inference.json take their settings from it.
+    """
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / config))
+    overrides.setdefault("output_dir", str(Path(tempfile.mkdtemp(prefix="monai_assim_no_run_")) / "run"))
     parser.update({"bundle_root": str(BUNDLE), **overrides})
     return parser
