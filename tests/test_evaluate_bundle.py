@@ -10,6 +10,7 @@ import os
 import re
 
 import pytest
+import torch
 from helpers.bundle_runs import BUNDLES, bundle_cmd, copy_run, run_ok
 from monai.bundle import ConfigParser
 
@@ -179,6 +180,9 @@ def test_bundle_default_evaluation_reports_the_headline(trained_run, tmp_path):
     splits = json.loads(splits_path.read_text())  # APGD steps cost about 1 s per image on a 2-core CPU)
     splits["test"] = [next(d for d in splits["test"] if d["label"] == label) for label in (0, 1)]
     splits_path.write_text(json.dumps(splits))
+    best = out / "checkpoints" / "best.pt"  # a checkpoint of a later epoch than the evaluator's own epoch (1)
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    torch.save({**ckpt, "epoch": 7}, best)
     log = run_ok(bundle_cmd("bundles/chest_xray/evaluate.json", "--output_dir", str(out), "--backbone", "mobilenet_v2",
                             "--eps", "[0.03]", "--attack_budget", "quick"))  # fmt: skip
     rows = list(csv.DictReader(open(out / "eval" / "robustness.csv")))
@@ -187,7 +191,9 @@ def test_bundle_default_evaluation_reports_the_headline(trained_run, tmp_path):
         assert ("ensemble", member) in roles
     assert ("worst", "worst") in roles and ("check_convergence", "APGD") in roles
     assert {int(r["n"]) for r in rows} == {2}
+    assert {int(r["epoch"]) for r in rows} == {7}  # the evaluated checkpoint's epoch
     doc = json.loads((out / "eval" / "robustness.json").read_text())
+    assert doc["epoch"] == 7
     assert doc["headline"]["budget"] == "quick" and doc["headline"]["upper_bound"] is True
     assert set(doc["headline"]["ensemble"]) == {"APGD", "APGDMargin", "Square"}
     assert any(line.startswith("headline robust accuracy: per image, the worst case over") for line in doc["report"])

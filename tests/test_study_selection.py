@@ -228,8 +228,11 @@ class FakeBundle:
                 torch.save(clean, out / "checkpoints" / f"{other}.pt")
                 selection = {"select_by": self.select_by, "best_epoch": 3, "other_checkpoint": {"file": f"{other}.pt"}}
                 selection["other_checkpoint"]["epoch"] = clean["epoch"]
-            # val_acc 0.6, 0.7, 0.8 ... at epochs 1, 2, 3 ...
+            # val_acc 0.6, 0.7, 0.8 ... at epochs 1, 2, 3 ...; adversarial runs: val_robust_acc 0.1, 0.2, 0.3 ...
             epochs = [{"epoch": e, "val_acc": round(0.5 + e / 10, 2)} for e in range(1, max(3, o.get("epochs", 1)) + 1)]
+            if o.get("adversarial_training"):
+                for e in epochs:
+                    e["val_robust_acc"] = round(e["epoch"] / 10, 2)
             summary = {
                 "settings": {"variant": o["variant"], "epochs": o.get("epochs"), "image_size": 16},
                 "demo_data": False,
@@ -415,7 +418,16 @@ def test_study_tables_hold_the_selection_rows_pairs_times_and_saturation(monkeyp
     r = runs[("1", "assimilated_pgdat")]
     assert (r["checkpoint"], r["checkpoint_epoch"], r["epochs_run"], r["train_s"]) == ("best", "3", "3", "180.0")
     assert (r["train_s_per_epoch"], r["saturation_texture"], r["single_class"]) == ("60.0", "0.25", "False")
+    # robust validation: at the checkpoint's epoch (3), at the last epoch and its rise since the first
+    assert (r["val_acc"], r["val_robust_acc"], r["val_robust_last"], r["val_robust_rise"]) == (
+        "0.8",
+        "0.3",
+        "0.3",
+        "0.2",
+    )
+    assert (runs[("0", "vanilla")]["val_robust_acc"], runs[("0", "vanilla")]["val_robust_rise"]) == ("", "")
     c = runs[("1", "assimilated_pgdat_cleansel")]
+    assert (c["val_robust_acc"], c["val_robust_last"]) == ("0.1", "0.3")  # the clean-selected epoch, 1
     assert (c["checkpoint"], c["checkpoint_epoch"], c["saturation_texture"], c["single_class"]) == (
         "best_clean",
         "1",
@@ -424,13 +436,14 @@ def test_study_tables_hold_the_selection_rows_pairs_times_and_saturation(monkeyp
     )
     assert runs[("0", "vanilla")]["train_s"] == "120.0" and runs[("0", "vanilla")]["saturation_texture"] == ""
     assert (
-        "| assimilated_pgdat | best.pt | 3 [3, 3] | 180 [180, 180] | 60.0 [60.0, 60.0] | 25.0% [25.0%, 25.0%]" in text
+        "| assimilated_pgdat | best.pt | 3 [3, 3] | 180 [180, 180] | 60.0 [60.0, 60.0] | 0.300 [0.300, 0.300] | "
+        "+0.200 [+0.200, +0.200] | 25.0% [25.0%, 25.0%]" in text
     )
     assert "| assimilated_pgdat_cleansel | best_clean.pt |" in text and "SINGLE CLASS in 2 of 2 seeds" in text
     assert doc["assimilation_movement"]["assimilated_pgdat_cleansel"]["mean"]["saturation_texture"] == 0.5
     seed_table = (out / "runs" / "seed0" / "comparison.md").read_text()
     assert (
-        "| assimilated_pgdat_cleansel | best_clean.pt (1) | 3 | 180 | 60.0 | 50.0% | 0.0% | "
+        "| assimilated_pgdat_cleansel | best_clean.pt (1) | 3 | 180 | 60.0 | 0.100 / 0.300 (+0.200) | 50.0% | 0.0% | "
         "SINGLE CLASS; the training of assimilated_pgdat |" in seed_table
     )
 
@@ -577,3 +590,15 @@ def test_an_interrupted_training_resumes(monkeypatch, tmp_path):
     with pytest.raises(_Stop):
         run_job(spec)
     assert calls == [("train.json", False), ("evaluate.json", False), ("train.json", True), ("evaluate.json", False)]
+
+
+def test_robust_trend_is_the_last_epoch_against_three_before():
+    from monai_assim.study.report import _robust_trend
+
+    epochs = [
+        {"epoch": e, "val_acc": 0.9, "val_robust_acc": v} for e, v in enumerate([0.0, 0.2, 0.4, 0.5, 0.5, 0.55], 1)
+    ]
+    assert _robust_trend({"epochs": epochs}) == (0.55, 0.15)  # epoch 6 against epoch 3
+    assert _robust_trend({"epochs": epochs[:2]}) == (0.2, 0.2)  # shorter than the window: against the first
+    assert _robust_trend({"epochs": epochs[:1]}) == (0.0, None)
+    assert _robust_trend({"epochs": [{"epoch": 1, "val_acc": 0.9}]}) == (None, None)  # clean validation only

@@ -4,6 +4,7 @@ from .export import bundle_file, export_bundle, labelled_images
 from .run_files import (
     check_checkpoint,
     check_writable_dir,
+    checkpoint_epoch,
     checkpoint_path,
     list_images,
     load_datalist,
@@ -20,6 +21,7 @@ __all__ = [
     "bundle_file",
     "check_checkpoint",
     "check_writable_dir",
+    "checkpoint_epoch",
     "checkpoint_path",
     "default_output_dir",
     "export_bundle",

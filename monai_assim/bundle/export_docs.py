@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from monai_assim.bundle.run_files import checkpoint_epoch
 from monai_assim.bundle.templates import bundles_dir
 from monai_assim.data.layouts import get_layout
 
@@ -111,10 +112,7 @@ def _exported_checkpoint(summary: Mapping[str, Any], checkpoint: str, path: str)
         ),
         "last": "the last epoch of training",
     }
-    try:
-        epoch = torch.load(path, map_location="cpu", weights_only=True).get("epoch")
-    except Exception:  # noqa: BLE001 (the state dict was read already; the epoch is informative only)
-        epoch = None
+    epoch = checkpoint_epoch(path)
     record = next((e for e in summary.get("epochs") or [] if e.get("epoch") == epoch), None)
     validation = (
         {k: record[k] for k in ("val_acc", "val_robust_acc", "val_pred_classes") if k in record} if record else {}

@@ -224,6 +224,25 @@ def check_checkpoint(path: str | os.PathLike, hint: str | None = None) -> str:
     return str(path)
 
 
+def checkpoint_epoch(path: str | os.PathLike) -> int | None:
+    """
+    The training epoch a checkpoint file records (``"epoch"``, as :class:`monai_assim.handlers.checkpoint.AtomicCheckpointSaver`
+    writes it, or the trainer's ``{"trainer": {"epoch": ...}}``); None when it records none or cannot be read.
+    """
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 (informative only: the loader reports an unreadable file itself)
+        return None
+    if not isinstance(ckpt, dict):
+        return None
+    epoch = ckpt.get("epoch")
+    if epoch is None and isinstance(ckpt.get("trainer"), dict):
+        epoch = ckpt["trainer"].get("epoch")
+    return None if epoch is None else int(epoch)
+
+
 #: checkpoint names :func:`checkpoint_path` resolves inside ``<output_dir>/checkpoints``
 CHECKPOINT_NAMES = ("best", "last", "best_clean", "best_robust")
 

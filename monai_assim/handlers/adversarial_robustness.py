@@ -65,6 +65,9 @@ class AdversarialRobustnessHandler:
         seed: base seed of the seeding rule above.
         output_dir: folder of the result files; None writes none. file_prefix: their name.
         variant: written to the rows; default ``network.variant`` or ``"unknown"``.
+        epoch: the training epoch written to the rows, that of the evaluated checkpoint (evaluate.json passes
+            :func:`monai_assim.bundle.checkpoint_epoch`); default None: the engine's epoch, which is the
+            trainer's epoch when the handler runs in training's validation.
         metric_prefix: prefix of the metric names.
         output_transform: ``engine.state.output -> (images, labels)``, MONAI's convention; default
             ``from_engine(["image", "label"])`` (batched or decollated output). Images on [0, 1]; labels
@@ -84,6 +87,7 @@ class AdversarialRobustnessHandler:
         output_dir: str | os.PathLike | None = None,
         file_prefix: str = "robustness",
         variant: str | None = None,
+        epoch: int | None = None,
         metric_prefix: str = "adv_",
         output_transform: Callable[[Any], Any] = IMAGE_LABEL,
         batch_transform: Callable[[Any], Any] = images_and_labels,
@@ -99,6 +103,7 @@ class AdversarialRobustnessHandler:
         self.output_dir = output_dir
         self.file_prefix = file_prefix
         self.variant = variant
+        self.epoch = None if epoch is None else int(epoch)
         self.metric_prefix = metric_prefix
         self.output_transform = output_transform
         self.batch_transform = batch_transform
@@ -233,7 +238,8 @@ class AdversarialRobustnessHandler:
             took = format_duration(time.perf_counter() - self._epoch_start)
             self.logger.info(f"robustness evaluation: {_plural(self._tally.batches, 'batch', 'batches')} took {took}")
         variant = self.variant or getattr(self._network(engine), "variant", None) or "unknown"
-        self.results = finish(self._tally, variant, self.seed, int(engine.state.epoch))
+        epoch = self.epoch if self.epoch is not None else int(engine.state.epoch)
+        self.results = finish(self._tally, variant, self.seed, epoch)
         self.rows, self.report = self.results.rows, self.results.report
         engine.state.metrics.update(self.results.metrics(self.metric_prefix))
         for line in self.report:

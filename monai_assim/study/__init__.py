@@ -64,7 +64,9 @@ worst case is the headline, with the large-eps PGD check; see
 - ``comparison.csv`` and ``comparison.md`` (one seed; with ``--seeds``, in ``runs/seed<k>/``): one row per
   (attack, eps) with the columns :data:`COMPARISON_COLUMNS`, one column per arm and clean-selection row,
   then a "Runs" section: the evaluated checkpoint and its epoch, the epochs trained, the training
-  wall-clock (from the run summary, validation included) and seconds per epoch, the fraction of the
+  wall-clock (from the run summary, validation included) and seconds per epoch, the robust validation
+  accuracy at the checkpoint's epoch and at the last epoch with its rise over the last three epochs
+  (whether more epochs were still buying robustness), the fraction of the
   output values of T and C their output maps saturate (:func:`monai_assim.networks.saturation`, on
   ``--movement_images`` test images) and a SINGLE CLASS flag for a model that predicts one class;
 - ``runs.csv``: those numbers, one line per (seed, row) (:data:`~monai_assim.study.report.RUN_COLUMNS`);

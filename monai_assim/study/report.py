@@ -56,6 +56,10 @@ RUN_COLUMNS = (
     "train_s",
     "train_s_per_epoch",
     "train_time_complete",
+    "val_acc",
+    "val_robust_acc",
+    "val_robust_last",
+    "val_robust_rise",
     "saturation_texture",
     "saturation_color",
     "single_class",
@@ -63,6 +67,9 @@ RUN_COLUMNS = (
 )
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+#: the epochs over which ``val_robust_rise`` is measured: the last one against this many epochs before it
+RISE_EPOCHS = 3
 
 
 def training_time(summary: Mapping[str, Any]) -> tuple[float | None, bool]:
@@ -130,6 +137,15 @@ def _percent(v: Any) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.1f}%"
 
 
+def _robust_cell(r: Mapping[str, Any]) -> str:
+    """``val robust`` of a Runs line: at the checkpoint's epoch, at the last epoch and its rise."""
+    if r.get("val_robust_acc") is None and r.get("val_robust_last") is None:
+        return "-"
+    rise = r.get("val_robust_rise")
+    shown = "" if rise is None else f" ({float(rise):+.3f})"
+    return f"{_fmt(r.get('val_robust_acc'))} / {_fmt(r.get('val_robust_last'))}{shown}"
+
+
 def _runs_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     """The "Runs" section of ``comparison.md``: one line per row of the table (one seed)."""
     if not runs:
@@ -137,11 +153,14 @@ def _runs_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = [
         "",
         "Runs: the evaluated checkpoint (its epoch), epochs trained, training wall-clock (validation included; "
-        "`>=`: a session of a resumed run left no end time) and the fraction of the output values of T and C "
-        "their output map saturates (test images, assimilated rows).",
+        "`>=`: a session of a resumed run left no end time), robust validation accuracy (the run's selection "
+        f"attack) at the checkpoint's epoch / at the last epoch (its rise over the last {RISE_EPOCHS} epochs: "
+        "above 0, robust accuracy was still rising when training stopped) and the fraction of the output values "
+        "of T and C their output map saturates (test images, assimilated rows).",
         "",
-        "| run | checkpoint (epoch) | epochs run | training (s) | s / epoch | T saturation | C saturation | note |",
-        "|" + "---|" * 8,
+        "| run | checkpoint (epoch) | epochs run | training (s) | s / epoch | val robust: checkpoint / last (rise) "
+        "| T saturation | C saturation | note |",
+        "|" + "---|" * 9,
     ]
     for r in runs:
         seconds = r.get("train_s")
@@ -156,7 +175,8 @@ def _runs_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
             notes.append(f"same network as {r['same_network_as']} (results copied)")
         lines.append(
             f"| {r['arm']} | {r['checkpoint']}.pt ({_fmt(r.get('checkpoint_epoch'))}) | {_fmt(r.get('epochs_run'))} | "
-            f"{shown} | {'-' if per_epoch is None else f'{per_epoch:.1f}'} | {_percent(r.get('saturation_texture'))} | "
+            f"{shown} | {'-' if per_epoch is None else f'{per_epoch:.1f}'} | {_robust_cell(r)} | "
+            f"{_percent(r.get('saturation_texture'))} | "
             f"{_percent(r.get('saturation_color'))} | {'; '.join(notes)} |"
         )
     return lines
@@ -173,11 +193,13 @@ def _runs_summary_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
         "",
         "Runs, mean [min, max] over seeds: epochs trained, training wall-clock in seconds (validation included; "
         "`>=`: a resumed run's session left no end time), seconds per epoch, and the fraction of the output "
-        "values of T and C their output map saturates (test images); single class: seeds whose model predicts "
-        "one class for every test image.",
+        "values of T and C their output map saturates (test images); robust validation accuracy at the "
+        f"checkpoint's epoch and its rise over the last {RISE_EPOCHS} epochs of training; single class: seeds "
+        "whose model predicts one class for every test image.",
         "",
-        "| run | checkpoint | epochs run | training (s) | s / epoch | T saturation | C saturation | single class |",
-        "|" + "---|" * 8,
+        "| run | checkpoint | epochs run | training (s) | s / epoch | val robust | val robust rise | T saturation "
+        "| C saturation | single class |",
+        "|" + "---|" * 10,
     ]
 
     def cell(values: list[Any], fmt: Any) -> str:
@@ -195,6 +217,8 @@ def _runs_summary_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
             f"| {row} | {mine[0]['checkpoint']}.pt | {cell([r.get('epochs_run') for r in mine], lambda v: f'{v:g}')} | "
             f"{partial}{cell([r.get('train_s') for r in mine], lambda v: f'{v:.0f}')} | "
             f"{cell([r.get('train_s_per_epoch') for r in mine], lambda v: f'{v:.1f}')} | "
+            f"{cell([r.get('val_robust_acc') for r in mine], lambda v: f'{v:.3f}')} | "
+            f"{cell([r.get('val_robust_rise') for r in mine], lambda v: f'{v:+.3f}')} | "
             f"{cell([r.get('saturation_texture') for r in mine], _percent)} | "
             f"{cell([r.get('saturation_color') for r in mine], _percent)} | "
             f"{f'SINGLE CLASS in {single} of {len(mine)} seeds' if single else 'no'} |"
@@ -384,6 +408,22 @@ def _checkpoint_epoch(summary: Mapping[str, Any], checkpoint: str) -> tuple[int 
     return epoch, dict(records[-1]) if records else {}
 
 
+def _robust_trend(summary: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """The robust validation accuracy of a run's last epoch and its rise over the :data:`RISE_EPOCHS` epochs
+    before (against the first epoch in a shorter run); ``(None, None)`` where validation measured none."""
+    values = [
+        (int(e["epoch"]), float(e["val_robust_acc"]))
+        for e in summary.get("epochs") or []
+        if e.get("val_robust_acc") is not None and e.get("epoch") is not None
+    ]
+    if not values:
+        return None, None
+    values.sort()
+    last_epoch, last = values[-1]
+    earlier = [v for e, v in values if e <= last_epoch - RISE_EPOCHS] or [values[0][1]]
+    return last, round(last - earlier[-1], 6) if len(values) > 1 else None  # no float noise in the CSV
+
+
 def _evaluation_plan(saved: Mapping[str, Any]) -> dict[str, Any]:
     """What a ``robustness.json`` records of how the model was attacked: the attacks and their settings, the
     headline (ensemble budget, members, eps) and the (attack, eps, role) of its rows (the eps grids)."""
@@ -401,7 +441,8 @@ def _run_row(
 ) -> dict[str, Any]:
     """One row of ``runs.csv`` (:data:`RUN_COLUMNS`) from a run summary and the row's evaluation folder."""
     checkpoint = plan.checkpoint_of(row)
-    epoch, _ = _checkpoint_epoch(summary, checkpoint)
+    epoch, record = _checkpoint_epoch(summary, checkpoint)
+    robust_last, robust_rise = _robust_trend(summary)
     seconds, complete = training_time(summary)
     epochs_run = summary.get("epochs_completed")
     copied = plan.eval_dir(seed, row) / COPIED_FILE
@@ -421,6 +462,10 @@ def _run_row(
         "train_s": seconds,
         "train_s_per_epoch": seconds / epochs_run if seconds is not None and complete and epochs_run else None,
         "train_time_complete": complete,
+        "val_acc": record.get("val_acc"),
+        "val_robust_acc": record.get("val_robust_acc"),
+        "val_robust_last": robust_last,
+        "val_robust_rise": robust_rise,
         "saturation_texture": (movement or {}).get("saturation_texture"),
         "saturation_color": (movement or {}).get("saturation_color"),
         "single_class": single,
