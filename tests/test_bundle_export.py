@@ -255,6 +255,13 @@ def test_exported_evaluate_on_a_labelled_folder(run, exported, tmp_path):
         "none",  # the exported config's wiring is under test, not the strong ensemble (94 s of the suite)
     ]
     run_ok([*cmd, *args, "--check_eps", "$None"], cwd=tmp_path)
+    # model.pt holds no epoch: the config holds the exported checkpoint's, and the results record it
+    epoch = json.loads((exported / "configs" / "evaluate.json").read_text())["robustness"]["epoch"]
+    assert (
+        epoch
+        == json.loads((exported / "configs" / "metadata.json").read_text())["training"]["exported_checkpoint"]["epoch"]
+    )
+    assert json.loads((tmp_path / "eval" / "robustness.json").read_text())["epoch"] == epoch
     rows = json.loads((tmp_path / "eval" / "robustness.json").read_text())["rows"]
     n_images = len(list(run["data"].rglob("*.jpg")))
     assert [int(r["n"]) for r in rows if r["role"] == "clean"] == [n_images]

@@ -602,3 +602,6 @@ def test_robust_trend_is_the_last_epoch_against_three_before():
     assert _robust_trend({"epochs": epochs[:2]}) == (0.2, 0.2)  # shorter than the window: against the first
     assert _robust_trend({"epochs": epochs[:1]}) == (0.0, None)
     assert _robust_trend({"epochs": [{"epoch": 1, "val_acc": 0.9}]}) == (None, None)  # clean validation only
+    # a repeated epoch counts with its later record; a NaN record is left out
+    repeated = [*epochs[:4], {"epoch": 4, "val_robust_acc": 0.3}, {"epoch": 5, "val_robust_acc": float("nan")}]
+    assert _robust_trend({"epochs": repeated}) == (0.3, 0.3)  # epoch 4 (0.3, not 0.5) against epoch 1

@@ -368,13 +368,16 @@ def export_bundle(
         summary = {**summary, "demo_data": True}
     state = _load_state_dict(ckpt)
     results = _eval_results(run_dir)
-    meta = _metadata(summary, run_dir, name, results, _exported_checkpoint(summary, checkpoint, ckpt))
+    exported = _exported_checkpoint(summary, checkpoint, ckpt)
+    meta = _metadata(summary, run_dir, name, results, exported)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     note = (
         f"exported by `python -m monai_assim.bundle export` on {stamp} from the run '{run_dir.name}'; "
         "run from the bundle folder or pass --bundle_root <bundle folder>"
     )
     configs = {c: exported_config(c, summary, note) for c in EXPORTED_CONFIGS}
+    # models/model.pt is a bare state dict: the evaluation records the exported checkpoint's epoch as given here
+    configs["evaluate.json"]["robustness"]["epoch"] = exported["epoch"]
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))

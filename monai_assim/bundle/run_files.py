@@ -226,8 +226,10 @@ def check_checkpoint(path: str | os.PathLike, hint: str | None = None) -> str:
 
 def checkpoint_epoch(path: str | os.PathLike) -> int | None:
     """
-    The training epoch a checkpoint file records (``"epoch"``, as :class:`monai_assim.handlers.checkpoint.AtomicCheckpointSaver`
-    writes it, or the trainer's ``{"trainer": {"epoch": ...}}``); None when it records none or cannot be read.
+    The training epoch a checkpoint file of a run records (``"epoch"``, as
+    :class:`monai_assim.handlers.checkpoint.AtomicCheckpointSaver` writes it into ``best.pt``, ``last.pt`` and
+    the other rule's checkpoint); None for a file that records none (an exported bundle's bare state dict) or
+    cannot be read.
     """
     import torch
 
@@ -238,8 +240,6 @@ def checkpoint_epoch(path: str | os.PathLike) -> int | None:
     if not isinstance(ckpt, dict):
         return None
     epoch = ckpt.get("epoch")
-    if epoch is None and isinstance(ckpt.get("trainer"), dict):
-        epoch = ckpt["trainer"].get("epoch")
     return None if epoch is None else int(epoch)
 
 

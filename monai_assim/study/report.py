@@ -411,14 +411,14 @@ def _checkpoint_epoch(summary: Mapping[str, Any], checkpoint: str) -> tuple[int 
 def _robust_trend(summary: Mapping[str, Any]) -> tuple[float | None, float | None]:
     """The robust validation accuracy of a run's last epoch and its rise over the :data:`RISE_EPOCHS` epochs
     before (against the first epoch in a shorter run); ``(None, None)`` where validation measured none."""
-    values = [
-        (int(e["epoch"]), float(e["val_robust_acc"]))
+    by_epoch = {  # a repeated epoch (a summary of an earlier version's resume): its later record
+        int(e["epoch"]): float(e["val_robust_acc"])
         for e in summary.get("epochs") or []
         if e.get("val_robust_acc") is not None and e.get("epoch") is not None
-    ]
+    }
+    values = sorted((e, v) for e, v in by_epoch.items() if math.isfinite(v))
     if not values:
         return None, None
-    values.sort()
     last_epoch, last = values[-1]
     earlier = [v for e, v in values if e <= last_epoch - RISE_EPOCHS] or [values[0][1]]
     return last, round(last - earlier[-1], 6) if len(values) > 1 else None  # no float noise in the CSV
