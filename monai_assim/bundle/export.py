@@ -213,7 +213,9 @@ def export_overrides(name: str, summary: Mapping[str, Any], template: Mapping[st
     return {**overrides, **FIXED_IDS, **RUN_SETTING_IDS, **CONFIG_IDS[name]}
 
 
-def exported_config(name: str, summary: Mapping[str, Any], note: str = "") -> dict:
+def exported_config(
+    name: str, summary: Mapping[str, Any], note: str = "", extra: Mapping[str, Any] | None = None
+) -> dict:
     """
     The exported bundle's ``name`` config (``"inference.json"`` or ``"evaluate.json"``), built from the
     current template ``bundles/common/<name>`` with MONAI's config mechanism: the template is read by a
@@ -222,7 +224,8 @@ def exported_config(name: str, summary: Mapping[str, Any], note: str = "") -> di
     backbone, variant, class count and names, sizes of T and C) as literal values, the ids that read them from
     the run folder referring to those values, the weights at ``<bundle_root>/models/model.pt``, outputs under
     ``--output_dir`` (default: the working directory), the images from ``--input`` (inference) or
-    ``--dataset_dir`` (evaluate, every image of a labelled data set).
+    ``--dataset_dir`` (evaluate, every image of a labelled data set); ``extra``: further config id -> value,
+    set the same way (the export's ``robustness#epoch``).
 
     Raises:
         RuntimeError: when the template lacks an id the export sets (renamed or moved), or the result still
@@ -238,7 +241,7 @@ def exported_config(name: str, summary: Mapping[str, Any], note: str = "") -> di
             f"config template {template} not found; export needs the monai_assim repository's bundles/ folder."
         )
     parser = ConfigParser(ConfigParser.load_config_file(template))
-    overrides = export_overrides(name, summary, parser.get())
+    overrides = {**export_overrides(name, summary, parser.get()), **(extra or {})}
     missing = [i for i in overrides if i not in parser]
     if missing:
         raise RuntimeError(
@@ -375,9 +378,9 @@ def export_bundle(
         f"exported by `python -m monai_assim.bundle export` on {stamp} from the run '{run_dir.name}'; "
         "run from the bundle folder or pass --bundle_root <bundle folder>"
     )
-    configs = {c: exported_config(c, summary, note) for c in EXPORTED_CONFIGS}
     # models/model.pt is a bare state dict: the evaluation records the exported checkpoint's epoch as given here
-    configs["evaluate.json"]["robustness"]["epoch"] = exported["epoch"]
+    extra = {"evaluate.json": {"robustness#epoch": exported["epoch"]}}
+    configs = {c: exported_config(c, summary, note, extra.get(c)) for c in EXPORTED_CONFIGS}
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
