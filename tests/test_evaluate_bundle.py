@@ -171,6 +171,18 @@ def test_default_plan_holds_the_strong_members():
     assert handler.worst_case and ("check", "PGD") in plan
 
 
+def test_bundle_takes_a_convergence_check_of_its_own():
+    """evaluate.json's convergence_check may be overridden with members of one's own (the study's option)."""
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / "chest_ct" / "evaluate.json"))
+    own = {"APGD": {"loss": "ce", "steps": 200, "n_restarts": 1}}
+    parser["convergence_check"] = own
+    kwargs = {
+        k: parser.get_parsed_content(f"robustness#{k}") for k in ("attacks", "attack_budget", "convergence_check")
+    }
+    assert AdversarialRobustnessHandler(**kwargs).plan.convergence == own
+
+
 @pytest.mark.slow
 def test_bundle_default_evaluation_reports_the_headline(trained_run, tmp_path):
     """evaluate.json with its ensemble wiring (the quick budget, one eps and two test images to keep it short; the

@@ -260,6 +260,30 @@ def test_convergence_check_passes_when_the_budget_suffices(monkeypatch):
     assert any(line.startswith("converged at eps=2/255") for line in handler.report)
 
 
+def test_convergence_check_with_its_own_members(monkeypatch):
+    """A cheaper check of one's own: its members run (cascaded) instead of the next budget's and are named."""
+    from monai_assim.robustness import build_plan
+
+    monkeypatch.setattr(handler_module, "build_attack", _fake_build(strong_from_steps=100))
+    x, y = _mean_data()
+    own = {"APGD": {"loss": "ce", "steps": 100}}
+    handler = AdversarialRobustnessHandler(
+        MeanNet(), attacks=["FGSM"], eps=[2 / 255], attack_budget="quick", check_eps=None, progress=False,
+        convergence_check=own,
+    )  # fmt: skip
+    rows = _evaluate(handler, x, y)
+    assert [k for k in rows if k[0] == "check_convergence"] == [("check_convergence", "APGD", 2.0)]
+    assert rows[("check_convergence", "APGD", 2.0)]["accuracy"] == 0.0  # 100 steps fool every image
+    assert handler.headline()["convergence_check"] == own
+    line = next(line for line in handler.report if line.startswith("NOT CONVERGED at eps=2/255"))
+    assert line.startswith("NOT CONVERGED at eps=2/255: the convergence check's own members (APGD-CE 100 steps) lowers")
+    for bad, match in (({"Square": {}}, "black-box"), ({"APGD": {"eps": 0.1}}, "eps"), ({}, "names no attack")):
+        with pytest.raises(ValueError, match=match):
+            build_plan(["FGSM"], attack_budget="quick", convergence_check=bad)
+    with pytest.raises(ValueError, match="needs an attack_budget"):
+        build_plan(["FGSM"], convergence_check=own)
+
+
 def test_square_catching_what_white_box_missed_is_flagged(monkeypatch):
     monkeypatch.setattr(handler_module, "build_attack", _fake_build(strong_from_steps=10**6, square_works=True))
     x, y = _mean_data()

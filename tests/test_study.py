@@ -140,10 +140,12 @@ def test_study_tables_name_the_headline(tmp_path):
 
     headline = {"budget": "quick", "upper_bound": True, "description": "per image, the worst case over X"}
     note = _headline_note(headline)
-    assert (
-        note
-        == "Worst case (quick attack budget): per image, the worst case over X. These are UPPER BOUNDS (the quick budget)."
+    assert note == (
+        "Worst case (quick attack budget): per image, the worst case over X. These are UPPER BOUNDS (the quick budget)."
+        " No convergence check."
     )
+    checked = _headline_note({**headline, "convergence_check": {"APGD": {"loss": "ce", "steps": 200}}})
+    assert checked.endswith(" Convergence check on what it left: APGD-CE 200 steps.")
     row = {"arm": "vanilla", "attack": "worst", "eps_255": 2.0, "role": "worst", "n_seeds": 1, "n_images": 4,
            "mean": 0.5, "std": None, "min": 0.5, "max": 0.5}  # fmt: skip
     _, md = write_aggregate([row], {}, tmp_path, "title", note)

@@ -91,6 +91,20 @@ def test_cli_parses_arm_epochs_and_clean_selection(monkeypatch, tmp_path):
             main([*args, "--arm_epochs", bad])
 
 
+def test_cli_passes_the_convergence_check_to_every_evaluation(monkeypatch, tmp_path):
+    """--convergence_check: default (the next budget's members), none, or its own gradient members as JSON."""
+    args = ["--output_dir", str(tmp_path), "--arms", "vanilla_pgdat", "--clean_selection"]
+    own = {"APGD": {"loss": "ce", "steps": 200}, "APGDMargin": {"steps": 200}}
+    for value, expected in ((None, True), ("none", False), (json.dumps(own), own)):
+        extra = [] if value is None else ["--convergence_check", value]
+        (spec,) = planned_jobs(monkeypatch, lambda extra=extra: main([*args, *extra]), 1)
+        assert spec["eval_override"]["convergence_check"] == expected
+        assert spec["evaluations"][0]["eval_override"]["convergence_check"] == expected  # the clean-selected row too
+    for bad in ('{"Square": {}}', '{"APGD": {"eps": 0.1}}', "{}", "[1]", "{not json"):
+        with pytest.raises(SystemExit):
+            main([*args, "--convergence_check", bad])
+
+
 def test_cli_rejects_arm_epochs_that_are_not_positive_integers(capsys, tmp_path):
     """An argparse error at parse time, not a traceback from the planning."""
     args = ["--output_dir", str(tmp_path), "--arms", "vanilla_pgdat", "vanilla_n_fgsm"]

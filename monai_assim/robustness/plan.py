@@ -250,7 +250,7 @@ def build_plan(
     structure_check_kwargs: Mapping[str, Any] | None = None,
     attack_budget: str | None = None,
     ensemble_eps: float | Sequence[float] | None = None,
-    convergence_check: bool = True,
+    convergence_check: bool | Mapping[str, Mapping[str, Any]] = True,
     masking_tolerance: float = 0.1,
     square_margin: float = 0.02,
     convergence_tolerance: float = 0.01,
@@ -270,7 +270,8 @@ def build_plan(
       :data:`DEFAULT_STRONG_APGD`), their worst case and the saturation of T and C.
     - ``attack_budget`` (``None``/``"none"``, ``"quick"``, ``"standard"``, ``"thorough"``): the strong
       ensemble at ``ensemble_eps`` (default ``eps``), with the next budget's ``convergence_check`` and
-      ``convergence_tolerance``.
+      ``convergence_tolerance``; ``convergence_check`` may instead name its own gradient members
+      (name -> kwargs, e.g. ``{"APGD": {"loss": "ce", "steps": 200}}``) for a cheaper or a stronger check.
     """
     parsed = parse_attacks(DEFAULT_ATTACKS if attacks is None else attacks)
     grid = _grid(eps, "eps")
@@ -302,11 +303,27 @@ def build_plan(
         budget=budget,
         ensemble=ensemble,
         ensemble_eps=tuple(ensemble_grid),
-        convergence=convergence_members(budget) if budget and convergence_check else {},
+        convergence=_convergence(budget, convergence_check),
         masking_tolerance=float(masking_tolerance),
         square_margin=float(square_margin),
         convergence_tolerance=float(convergence_tolerance),
     )
+
+
+def _convergence(budget: str | None, check: bool | Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict]:
+    """The convergence check's members: the next budget's (``True``), none, or the gradient members given."""
+    if not isinstance(check, Mapping):
+        return convergence_members(budget) if budget and check else {}
+    if not budget:
+        raise ValueError("a convergence check with its own members needs an attack_budget to check.")
+    if not check:
+        raise ValueError("convergence_check names no attack; give False to switch the check off.")
+    members = parse_attacks(dict(check))
+    for name, kwargs in members.items():
+        if is_black_box(name):
+            raise ValueError(f"the convergence check runs gradient attacks; {name} is black-box.")
+        _no_eps(kwargs, {}, "the convergence check runs at the ensemble's eps; do not give eps in its members.")
+    return members
 
 
 def _as_list(values: float | Sequence[float]) -> list[float]:

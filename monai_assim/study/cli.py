@@ -40,6 +40,28 @@ def _parse_arm_epochs(value: str) -> dict[str, int]:
     return parsed
 
 
+def _parse_convergence(value: str) -> bool | dict:
+    """``--convergence_check``: ``default`` (the next budget's members), ``none``, or a JSON object
+    attack -> torchattacks kwargs (its own gradient members)."""
+    if value.strip().lower() in ("default", "true"):
+        return True
+    if value.strip().lower() in ("none", "false"):
+        return False
+    try:
+        parsed = json.loads(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not default, none or JSON: {e}") from e
+    if not isinstance(parsed, dict) or not parsed:
+        raise argparse.ArgumentTypeError(f"expected a JSON object attack -> kwargs, got {value!r}")
+    try:
+        from monai_assim.robustness.plan import build_plan
+
+        build_plan(["FGSM"], attack_budget="quick", convergence_check=parsed)
+    except (ValueError, TypeError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return parsed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m monai_assim.study", description=_description())
     p.add_argument("--bundle", default="chest_xray", help="bundle name under bundles/ (default chest_xray)")
@@ -76,6 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="standard",
         choices=["none", "quick", "standard", "thorough"],
         help="the strong ensemble of the headline worst case (default standard; quick gives upper bounds)",
+    )
+    p.add_argument(
+        "--convergence_check",
+        type=_parse_convergence,
+        default=True,
+        help="the convergence check: default (the next budget's gradient members on what the ensemble left), "
+        'none, or a JSON object of its own members, e.g. \'{"APGD": {"loss": "ce", "steps": 200}}\'',
     )
     p.add_argument("--eps_255", default=None, help="comma-separated eps in units of 1/255 (default 1,...,8)")
     p.add_argument(
@@ -210,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         movement_images=a.movement_images,
         worst_case=a.worst_case,
         attack_budget=a.attack_budget,
+        convergence_check=a.convergence_check,
         arm_epochs=a.arm_epochs,
         clean_selection=a.clean_selection,
         structure_checks=a.structure_checks,

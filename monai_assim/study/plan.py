@@ -140,6 +140,8 @@ class StudyOptions:
     structure_check_seeds: Sequence[int] | None = None
     structure_check_kwargs: Mapping[str, Any] | None = None
     attack_budget: str | None = "standard"
+    #: the budget's convergence check (True), none (False) or its own gradient members (name -> kwargs)
+    convergence_check: bool | Mapping[str, Mapping[str, Any]] = True
     arm_epochs: Mapping[str, int] | None = None
     clean_selection: bool = False
 
@@ -262,6 +264,9 @@ def plan_study(o: StudyOptions) -> StudyPlan:
         "backbone": o.backbone,
         "worst_case": bool(o.worst_case),
         "attack_budget": "none" if o.attack_budget is None else str(o.attack_budget),
+        "convergence_check": o.convergence_check
+        if isinstance(o.convergence_check, Mapping)
+        else bool(o.convergence_check),
     }
     worst_case = bool(o.worst_case) or str(o.attack_budget).lower() not in ("none", "")
     checks: dict[str, Any] = {"structure_checks": True}

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from monai_assim.metrics.assimilation import MOVEMENT_KEYS, assimilation_movement
+from monai_assim.robustness.attacks import describe_attack
 from monai_assim.robustness.compare import compare_results
 from monai_assim.study.plan import (
     ARMS,
@@ -231,7 +232,13 @@ def _headline_note(headline: Mapping[str, Any]) -> str:
     if not headline:
         return ""
     bound = " These are UPPER BOUNDS (the quick budget)." if headline.get("upper_bound") else ""
-    return f"Worst case ({headline.get('budget')} attack budget): {headline.get('description')}.{bound}"
+    members = headline.get("convergence_check") or {}
+    check = (
+        " Convergence check on what it left: " + ", ".join(describe_attack(n, kw) for n, kw in members.items()) + "."
+        if members
+        else " No convergence check."
+    )
+    return f"Worst case ({headline.get('budget')} attack budget): {headline.get('description')}.{bound}{check}"
 
 
 def _tables_note(headline: Mapping[str, Any], single_class: Sequence[str]) -> str:
