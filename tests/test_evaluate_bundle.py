@@ -176,7 +176,7 @@ def test_bundle_takes_a_convergence_check_of_its_own():
     parser = ConfigParser()
     parser.read_config(str(BUNDLES / "chest_ct" / "evaluate.json"))
     own = {"APGD": {"loss": "ce", "steps": 200, "n_restarts": 1}}
-    parser["convergence_check"] = own
+    parser["convergence_check"] = '$dict(APGD=dict(loss="ce", steps=200, n_restarts=1))'  # as docs/bundles.md writes it
     kwargs = {
         k: parser.get_parsed_content(f"robustness#{k}") for k in ("attacks", "attack_budget", "convergence_check")
     }

@@ -247,6 +247,7 @@ def test_convergence_check_fires_when_a_larger_budget_breaks_more(monkeypatch):
     assert rows[("check_convergence", "APGD", 2.0)]["accuracy"] == 0.0  # 100 steps fool every image
     line = next(line for line in handler.report if line.startswith("NOT CONVERGED at eps=2/255"))
     assert "from 1.0000 to 0.0000" in line and "use --attack_budget standard" in line
+    assert line.startswith("NOT CONVERGED at eps=2/255: a larger budget (APGD-CE 100 steps x 2 restarts, ")
 
 
 def test_convergence_check_passes_when_the_budget_suffices(monkeypatch):
@@ -257,7 +258,7 @@ def test_convergence_check_passes_when_the_budget_suffices(monkeypatch):
     )
     _evaluate(handler, x, y)
     assert not any(line.startswith("NOT CONVERGED") for line in handler.report)
-    assert any(line.startswith("converged at eps=2/255") for line in handler.report)
+    assert any(line.startswith("converged at eps=2/255: a larger budget (") for line in handler.report)
 
 
 def test_convergence_check_with_its_own_members(monkeypatch):
@@ -276,12 +277,21 @@ def test_convergence_check_with_its_own_members(monkeypatch):
     assert rows[("check_convergence", "APGD", 2.0)]["accuracy"] == 0.0  # 100 steps fool every image
     assert handler.headline()["convergence_check"] == own
     line = next(line for line in handler.report if line.startswith("NOT CONVERGED at eps=2/255"))
-    assert line.startswith("NOT CONVERGED at eps=2/255: the convergence check's own members (APGD-CE 100 steps) lowers")
-    for bad, match in (({"Square": {}}, "black-box"), ({"APGD": {"eps": 0.1}}, "eps"), ({}, "names no attack")):
+    assert line.startswith("NOT CONVERGED at eps=2/255: the convergence check's own members (APGD-CE 100 steps) lower ")
+    bad_members = (
+        ({"Square": {}}, "black-box"),
+        ({"APGD": {"eps": 0.1}}, "eps"),
+        ({}, "names no attack"),
+        ({"APGD": {"stepz": 200}}, "convergence_check member APGD"),  # torchattacks refuses it: now, not later
+    )
+    for bad, match in bad_members:
         with pytest.raises(ValueError, match=match):
             build_plan(["FGSM"], attack_budget="quick", convergence_check=bad)
     with pytest.raises(ValueError, match="needs an attack_budget"):
         build_plan(["FGSM"], convergence_check=own)
+    # a DLR member cannot work on 2 classes: refused before the first attack, as a grid attack would be
+    with pytest.raises(ValueError, match="DLR"):
+        build_plan(["FGSM"], attack_budget="quick", convergence_check={"APGD": {"loss": "dlr"}}).check_classes(2)
 
 
 def test_square_catching_what_white_box_missed_is_flagged(monkeypatch):

@@ -100,9 +100,13 @@ def test_cli_passes_the_convergence_check_to_every_evaluation(monkeypatch, tmp_p
         (spec,) = planned_jobs(monkeypatch, lambda extra=extra: main([*args, *extra]), 1)
         assert spec["eval_override"]["convergence_check"] == expected
         assert spec["evaluations"][0]["eval_override"]["convergence_check"] == expected  # the clean-selected row too
-    for bad in ('{"Square": {}}', '{"APGD": {"eps": 0.1}}', "{}", "[1]", "{not json"):
+    for bad in ('{"Square": {}}', '{"APGD": {"eps": 0.1}}', '{"APGD": {"stepz": 1}}', "{}", "[1]", "{not json"):
         with pytest.raises(SystemExit):
             main([*args, "--convergence_check", bad])
+    with pytest.raises(SystemExit):  # members of its own with no budget to check
+        main([*args, "--attack_budget", "none", "--convergence_check", json.dumps(own)])
+    with pytest.raises(ValueError, match="needs an attack_budget"):  # the same through the Python options
+        plan_study(StudyOptions(output_dir=tmp_path, arms=["vanilla"], attack_budget=None, convergence_check=own))
 
 
 def test_cli_rejects_arm_epochs_that_are_not_positive_integers(capsys, tmp_path):

@@ -145,14 +145,15 @@ def ensemble_checks(rows: Rows, plan: EvaluationPlan) -> tuple[list[str], bool]:
 
 
 def convergence_line(plan: EvaluationPlan, e: float, worst: float, checked: float) -> str:
-    """Whether the next budget's members lower the worst case at ``e`` by more than the tolerance."""
+    """Whether the convergence check's members (the next budget's, or the plan's own) lower the worst case at
+    ``e`` by more than the tolerance."""
     larger = ", ".join(describe_attack(n, kw) for n, kw in plan.convergence.items())
     own = plan.convergence != convergence_members(plan.budget)
-    larger = f"the convergence check's own members ({larger})" if own else f"a larger budget ({larger})"
+    larger = f"the convergence check's own members ({larger}) lower" if own else f"a larger budget ({larger}) lowers"
     drop = worst - checked
     if drop <= plan.convergence_tolerance:
         return (
-            f"converged at eps={eps_tag(e)}/255: {larger} lowers the worst case by "
+            f"converged at eps={eps_tag(e)}/255: {larger} the worst case by "
             f"{drop:.4f} (tolerance {plan.convergence_tolerance})."
         )
     order = list(ATTACK_BUDGETS)
@@ -163,7 +164,7 @@ def convergence_line(plan: EvaluationPlan, e: float, worst: float, checked: floa
         else "more steps and restarts (--attacks with APGD / APGDMargin settings of your own)"
     )
     return (
-        f"NOT CONVERGED at eps={eps_tag(e)}/255: {larger} lowers the worst case from "
+        f"NOT CONVERGED at eps={eps_tag(e)}/255: {larger} the worst case from "
         f"{worst:.4f} to {checked:.4f} (by {drop:.4f} > {plan.convergence_tolerance}); "
         f"the {plan.budget} figure is an upper bound: use {advice}."
     )

@@ -8,7 +8,8 @@ Roles, in the order the runs of a plan are made on each batch:
 - ``attack``: the grid attacks (the accuracy-vs-eps curves), each at its eps grid;
 - ``ensemble``: the strong ensemble of an attack budget, AutoAttack's cascade (each member only on the
   images every earlier attack at its eps left correct);
-- ``check_convergence``: the next budget's gradient members, cascaded on what the ensemble left;
+- ``check_convergence``: the next budget's gradient members (or members of one's own), cascaded on what
+  the ensemble left;
 - ``check``: PGD at a large eps (the gradient-masking check);
 - ``check_bpda``, ``check_apgd_strong``: the structure-aware checks;
 
@@ -23,10 +24,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import torch
+
 from monai_assim.robustness.attacks import (
     DEFAULT_EPS,
     PAPER_ATTACKS,
     attack_budget as budget_members,
+    build_attack,
     canonical_attack_name,
     check_eps as valid_eps,
     check_num_classes,
@@ -164,8 +168,8 @@ class EvaluationPlan:
         return [k for k in self.keys if k[0] != WORST or self.worst_case]
 
     def check_classes(self, num_classes: int) -> None:
-        """Refuse grid attacks that cannot work on ``num_classes`` classes (DLR-based ones on 2 classes)."""
-        for name, kwargs in self.attacks.items():
+        """Refuse attacks of the plan that cannot work on ``num_classes`` classes (DLR-based ones on 2 classes)."""
+        for name, kwargs in {**self.attacks, **self.ensemble, **self.convergence}.items():
             check_num_classes(name, kwargs, num_classes)
 
     def metric_names(self, prefix: str = "adv_") -> list[str]:
@@ -318,11 +322,14 @@ def _convergence(budget: str | None, check: bool | Mapping[str, Mapping[str, Any
         raise ValueError("a convergence check with its own members needs an attack_budget to check.")
     if not check:
         raise ValueError("convergence_check names no attack; give False to switch the check off.")
-    members = parse_attacks(dict(check))
+    members = parse_attacks(dict(check))  # refuses eps in the settings too
     for name, kwargs in members.items():
         if is_black_box(name):
             raise ValueError(f"the convergence check runs gradient attacks; {name} is black-box.")
-        _no_eps(kwargs, {}, "the convergence check runs at the ensemble's eps; do not give eps in its members.")
+        try:  # settings torchattacks refuses fail here, not after a training
+            build_attack(name, torch.nn.Linear(1, 1), 1 / 255, None, **kwargs)
+        except TypeError as e:
+            raise ValueError(f"convergence_check member {name} {dict(kwargs)}: {e}") from e
     return members
 
 
@@ -339,7 +346,7 @@ def robustness_metric_names(
     structure_checks: bool = False,
     attack_budget: str | None = None,
     ensemble_eps: Sequence[float] | None = None,
-    convergence_check: bool = True,
+    convergence_check: bool | Mapping[str, Mapping[str, Any]] = True,
 ) -> list[str]:
     """
     The names the evaluation writes to ``engine.state.metrics``

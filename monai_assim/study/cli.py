@@ -53,7 +53,7 @@ def _parse_convergence(value: str) -> bool | dict:
         raise argparse.ArgumentTypeError(f"not default, none or JSON: {e}") from e
     if not isinstance(parsed, dict) or not parsed:
         raise argparse.ArgumentTypeError(f"expected a JSON object attack -> kwargs, got {value!r}")
-    try:
+    try:  # the members' settings (the study checks them against its --attack_budget too)
         from monai_assim.robustness.plan import build_plan
 
         build_plan(["FGSM"], attack_budget="quick", convergence_check=parsed)
@@ -190,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--job", default=None, help=argparse.SUPPRESS)
     p.add_argument("--job_threads", type=int, default=1, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if isinstance(a.convergence_check, dict) and a.attack_budget == "none":
+        p.error("--convergence_check with members of its own checks an attack budget; --attack_budget is none.")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     if a.job:
         from monai_assim.study.run import _job_main

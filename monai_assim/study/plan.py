@@ -226,6 +226,10 @@ def plan_study(o: StudyOptions) -> StudyPlan:
             "clean_selection evaluates the clean-selected checkpoint of the adversarial arms, and the study runs "
             f"none ({', '.join(names)}); add one, e.g. vanilla_pgdat."
         )
+    if isinstance(o.convergence_check, Mapping):  # a check the evaluations would refuse fails now, not after training
+        from monai_assim.robustness.plan import build_plan
+
+        build_plan(["FGSM"], attack_budget=o.attack_budget, convergence_check=o.convergence_check)
     caps = {"train": o.train_per_class, "validation": o.val_per_class, "test": o.test_per_class}
     common: dict[str, Any] = {
         "backbone": o.backbone,
