@@ -59,32 +59,19 @@ def arm_args(arm: str, at_eps: float, at_steps: int) -> list[str]:
 @torch.no_grad()
 def measure(run: Path) -> dict:
     """Clean accuracy, predicted classes, saturation and movement of ``best.pt`` on the run's test split."""
-    from monai_assim.bundle import checkpoint_path, load_datalist, load_run_summary
-    from monai_assim.data import image_transforms
+    from masking_checks import load_run_network, load_test_images  # the benchmark beside this one
+
+    from monai_assim.bundle import load_run_summary
     from monai_assim.metrics import assimilation_movement
-    from monai_assim.networks import AssimilationNet, saturation
+    from monai_assim.networks import saturation
 
     summary = load_run_summary(run)
     s = summary["settings"]
-    net = AssimilationNet(
-        s["backbone"],
-        len(summary.get("class_names", [0, 1])),
-        pretrained=None,
-        variant=s["variant"],
-        mean=s["mean"],
-        std=s["std"],
-        output_map=s.get("assimilation_map", "clamp"),
-    )
-    state = torch.load(checkpoint_path(run, "best"), map_location="cpu", weights_only=True)
-    net.load_state_dict(state.get("network", state))
-    net.eval()
-    load = image_transforms(s["image_size"], keys=["image"], augment=False)
-    items = load_datalist(run, "test")
-    images = torch.stack([torch.as_tensor(load(dict(d))["image"]) for d in items]).float()
-    labels = torch.tensor([int(d["label"]) for d in items])
+    net = load_run_network(run, "best")
+    images, labels = load_test_images(run)
     preds = torch.cat([net(images[i : i + 32]).argmax(1) for i in range(0, len(images), 32)])
     out = {
-        "n": len(items),
+        "n": len(labels),
         "clean_accuracy": float((preds == labels).float().mean()),
         "predicted_classes": int(preds.unique().numel()),
         "best_epoch": summary.get("best_epoch"),
